@@ -58,6 +58,10 @@ class DeliveryError(WorkerError):
     """The finished video could not be handed to the caller."""
 
 
+class EncodeError(WorkerError):
+    """ffmpeg could not turn the generated frames into the MP4 (long-form videos)."""
+
+
 # Runs of base64 long enough to be a payload rather than a word; data URIs too.
 _DATA_URI = re.compile(r"data:[\w.+/-]+;base64,[A-Za-z0-9+/=\s]*")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{120,}={0,2}")

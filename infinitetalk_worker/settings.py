@@ -41,6 +41,18 @@ class Settings:
     comfy_ws_reconnects: int = _setting(
         "COMFY_WS_RECONNECTS", 5, "How often a dropped ComfyUI websocket is reconnected in one job."
     )
+    comfy_dead_after_s: float = _setting(
+        "COMFY_DEAD_AFTER_S",
+        10.0,
+        "How long ComfyUI may stay unreachable during a job (websocket gone, /system_stats not "
+        "answering) before the job fails and RunPod is asked for a fresh worker.",
+    )
+    comfy_interrupt_wait_s: float = _setting(
+        "COMFY_INTERRUPT_WAIT_S",
+        30.0,
+        "After a deadline or a cancel, how long to wait for ComfyUI to confirm the interrupt "
+        "before the job fails anyway.",
+    )
     job_timeout_s: float = _setting(
         "JOB_TIMEOUT_S",
         3600.0,
@@ -100,12 +112,70 @@ class Settings:
         "S3-compatible bucket for results (with BUCKET_ACCESS_KEY_ID and "
         "BUCKET_SECRET_ACCESS_KEY); results are returned as video_url.",
     )
+    bucket_name: str = _setting(
+        "BUCKET_NAME", "", "Bucket for results when BUCKET_ENDPOINT_URL is set."
+    )
 
     # --- Long videos -----------------------------------------------------------------------
     longform_threshold_s: float = _setting(
         "LONGFORM_THRESHOLD_S",
         60.0,
         "Audio longer than this streams frames to disk window by window (flat memory).",
+    )
+
+    # --- LightX2V-compatible task service (python -m infinitetalk_worker.lightx2v) ----------
+    lightx2v_host: str = _setting(
+        "LIGHTX2V_HOST", "0.0.0.0", "Address the task service listens on (127.0.0.1: this machine only)."
+    )
+    lightx2v_port: int = _setting("LIGHTX2V_PORT", 8000, "Port of the task service.")
+    lightx2v_cache_dir: Path = _setting(
+        "LIGHTX2V_CACHE_DIR",
+        Path("/workspace/lightx2v"),
+        "Task service folder: tasks.sqlite3 (tasks survive restarts), inputs/ (uploads) and "
+        "outputs/ (results; the only folder /v1/files/download serves).",
+    )
+    lightx2v_max_queue_size: int = _setting(
+        "LIGHTX2V_MAX_QUEUE_SIZE",
+        10,
+        "Most tasks waiting or running at once; creating one more answers HTTP 503.",
+    )
+    lightx2v_max_upload_mb: int = _setting(
+        "LIGHTX2V_MAX_UPLOAD_MB",
+        500,
+        "Largest create request (JSON with base64, or multipart uploads), in MB; bigger is HTTP 413.",
+    )
+    lightx2v_result_ttl_h: float = _setting(
+        "LIGHTX2V_RESULT_TTL_H",
+        72.0,
+        "Hours a finished task and its result are kept before they are deleted (0: keep forever).",
+    )
+
+    # --- Deployment: models and start-up (entrypoint.sh, python -m infinitetalk_worker.provision)
+    worker_mode: str = _setting(
+        "WORKER_MODE",
+        "serverless",
+        "What the container serves: serverless (RunPod jobs), api (RunPod's local test API on "
+        "port 8000) or lightx2v (the LightX2V-compatible task service).",
+    )
+    models_dir: str = _setting(
+        "MODELS_DIR",
+        "",
+        "Folder with the model files. Empty: the models baked into the image if it has them, "
+        "else <VOLUME_DIR>/models when a network volume is mounted, else <COMFY_DIR>/models.",
+    )
+    provision_models: bool = _setting(
+        "PROVISION_MODELS",
+        True,
+        "Download missing model files (workflows/models.json) at start; off: only check them "
+        "and fail the start when one is missing.",
+    )
+    download_workers: int = _setting(
+        "DOWNLOAD_WORKERS", 4, "How many model files are downloaded at once."
+    )
+    comfy_extra_args: str = _setting(
+        "COMFY_EXTRA_ARGS",
+        "",
+        "Extra command-line flags for ComfyUI, e.g. --reserve-vram 1.5 or --disable-smart-memory.",
     )
 
     # --- Logging ---------------------------------------------------------------------------
@@ -138,6 +208,16 @@ class Settings:
                 continue
             values[f.name] = _convert(f.metadata["env"], raw.strip(), f.default)
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings (for child processes)."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = os.pathsep.join(str(p) for p in value)
+            env[f.metadata["env"]] = str(value)
+        return env
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
