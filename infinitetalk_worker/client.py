@@ -148,20 +148,26 @@ class Volume:
         )
 
     def key_for(self, worker_path: str) -> str:
+        """The S3 key of a path the worker sees on the volume."""
         prefix = self.mount.rstrip("/") + "/"
         if not worker_path.startswith(prefix):
             raise ClientError(f"video_path: {worker_path} is not on the network volume ({prefix})")
         return worker_path[len(prefix):]
 
+    def path_for(self, path: Path, digest: str) -> str:
+        """Where the worker will find a local file once uploaded (named by its content)."""
+        return f"{self.mount.rstrip('/')}/infinitetalk-inputs/{digest[:20]}/{path.name}"
+
     def upload(self, path: Path, digest: str) -> str:
-        """Store a local file on the volume once per run; returns its path for the worker."""
+        """Store a local file on the volume, once per run; returns its path for the worker."""
+        worker_path = self.path_for(path, digest)
         if digest not in self._uploaded:
-            key = f"infinitetalk-inputs/{digest[:20]}/{path.name}"
+            key = self.key_for(worker_path)
             with path.open("rb") as body:
                 self._call("upload", path.name, self._client().put_object,
                            Bucket=self.volume_id, Key=key, Body=body)
             self._uploaded[digest] = key
-        return f"{self.mount.rstrip('/')}/{self._uploaded[digest]}"
+        return worker_path
 
     def download(self, worker_path: str, dest: Path) -> None:
         key = self.key_for(worker_path)
@@ -303,14 +309,14 @@ def build_input(
             )
         uploads.append(inline.pop())          # the largest first: fewest uploads
 
-    digests = {m.name: _sha256(m.local) for m in uploads if m.local}
     for m in inline:
         job_input[m.field("base64")] = base64.b64encode(m.local.read_bytes()).decode("ascii")
+    digests = {m.name: _sha256(m.local) for m in uploads}
     for m in uploads:
-        job_input[m.field("path")] = f"{mount}/infinitetalk-inputs/{digests[m.name][:20]}/{m.local.name}"
+        job_input[m.field("path")] = volume.path_for(m.local, digests[m.name])
     validate_input(job_input)
     for m in uploads:
-        job_input[m.field("path")] = volume.upload(m.local, digests[m.name])
+        volume.upload(m.local, digests[m.name])
     return job_input
 
 
@@ -368,12 +374,13 @@ class Api:
         if endpoint.api_key:
             self.session.headers["Authorization"] = f"Bearer {endpoint.api_key}"
 
-    def submit(self, job_input: Mapping[str, Any]) -> str:
+    def submit(self, job_input: Mapping[str, Any]) -> tuple[str, str]:
+        """Queue a job; its id and first status (IN_QUEUE on RunPod, IN_PROGRESS locally)."""
         answer = self._post("run", {"input": dict(job_input)}, timeout=120)
         job_id = answer.get("id")
         if not job_id:
             raise ClientError(f"endpoint: /run answered without a job id ({_short(answer)})")
-        return str(job_id)
+        return str(job_id), str(answer.get("status") or "IN_QUEUE")
 
     def status(self, job_id: str) -> dict[str, Any]:
         # RunPod accepts POST for /status as well as GET; the local API only POST.
@@ -548,9 +555,12 @@ def generate_batch(
     results: list[Result] = []
     failures: list[JobFailed] = []
     try:
-        for out, media in jobs:
+        for number, (out, media) in enumerate(jobs, 1):
             job_input = build_input(media, params, inline_limit_mb=inline_limit_mb, volume=volume)
-            submitted.append((out, api.submit(job_input), time.monotonic()))
+            job_id, status = api.submit(job_input)
+            submitted.append((out, job_id, time.monotonic()))
+            if on_progress is not None:
+                on_progress(Update(job_id, status, {}, 0.0, number, len(jobs)))
         for number, (out, job_id, at) in enumerate(submitted, 1):
             report = None
             if on_progress is not None:
@@ -612,9 +622,9 @@ class ProgressBar:
         p = update.progress
         label = f"[{update.number}/{update.of}] " if update.of > 1 else ""
         if update.status == "IN_QUEUE":
-            return f"{label}queued, waiting for a worker ({_clock(update.waited_s)})"
+            return f"{label}job {update.job_id}: queued, waiting for a worker ({_clock(update.waited_s)})"
         if not p:
-            return f"{label}running ({_clock(update.waited_s)})"
+            return f"{label}job {update.job_id}: running, no progress reported yet ({_clock(update.waited_s)})"
         percent = max(0.0, min(100.0, float(p.get("percent") or 0)))
         filled = round(self.width * percent / 100)
         parts = [f"{label}[{'#' * filled}{'.' * (self.width - filled)}] {percent:3.0f}%"]

@@ -49,7 +49,7 @@ _POLL_S = 0.25
 _HTTP_TIMEOUT_S = 10.0
 # Validating a large graph reads model folders; allow it more time.
 _PROMPT_TIMEOUT_S = 60.0
-# /history is written just before `executing: null` is sent; a fetch may race it.
+# /history is written as a prompt ends; a fetch right after the end signal may find it lagging.
 _HISTORY_WAIT_S = 5.0
 # Progress of nodes other than the sampler (a frame counter of the video writer, say) can tick
 # thousands of times; the caller turns each call into an HTTP request to RunPod.
@@ -59,6 +59,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _MODEL_SUFFIXES = (".safetensors", ".gguf", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 _MODELS_FOLDER = re.compile(r"'(?:[^']*/)?(models/[^']+)'")
 _VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")
+_FAILURES = ("execution_error", "execution_interrupted")
+# The nodes whose progress bar counts InfiniteTalk's sampling steps, window after window.
+_SAMPLERS = ("WanVideoSampler", "WanVideoSamplerv2")
 
 
 @dataclass
@@ -244,7 +247,7 @@ class ComfyClient:
         if response.status_code == 400 or answer.get("node_errors"):
             # A 200 with node_errors means ComfyUI queued only the valid branch: take it back.
             if run.prompt_id:
-                self._halt_quietly(run.prompt_id)
+                self._take_back(run.prompt_id)
             raise _rejection(answer, run.graph)
         if response.status_code != 200 or not run.prompt_id:
             raise ComfyError(f"ComfyUI answered HTTP {response.status_code} to the workflow instead of queuing it")
@@ -297,6 +300,9 @@ class ComfyClient:
             if self._history(run.prompt_id):
                 return True
             state = self._queue_state(run.prompt_id)
+            # It may have ended between the two questions: history is written first.
+            if state == "gone" and self._history(run.prompt_id):
+                return True
         except requests.RequestException:
             raise self._died(run) from None
         if state == "gone":
@@ -311,14 +317,8 @@ class ComfyClient:
         next_check = 0.0
         while time.monotonic() < give_up:
             if time.monotonic() >= next_check:
-                # Both calls are safe for other jobs: the delete names our prompt, and an
-                # interrupt with a prompt_id only acts when that prompt is the one running.
-                try:
-                    self._post("/queue", {"delete": [run.prompt_id]})
-                    self.interrupt(run.prompt_id)
-                    if self._queue_state(run.prompt_id) == "gone":
-                        break
-                except requests.RequestException:
+                # Repeated because a pending prompt may start between the two calls.
+                if not self._take_back(run.prompt_id) or self._queue_state(run.prompt_id) == "gone":
                     break
                 next_check = time.monotonic() + 1.0
             try:
@@ -332,12 +332,22 @@ class ComfyClient:
             log.warning("job=%s comfy: prompt %s did not confirm the interrupt", run.label, run.prompt_id)
         log.info("job=%s comfy interrupt: prompt %s stopped %s", run.label, run.prompt_id, run.where())
 
-    def _halt_quietly(self, prompt_id: str) -> None:
-        try:
-            self._post("/queue", {"delete": [prompt_id]})
-            self.interrupt(prompt_id)
-        except requests.RequestException:
-            pass
+    def _take_back(self, prompt_id: str) -> bool:
+        """Interrupt our prompt if it runs, delete it if it waits; False if ComfyUI is unreachable.
+
+        Both are safe for other jobs: an interrupt with a prompt_id acts only when that prompt is
+        the one running, and the delete names our prompt alone.
+        """
+        reached = False
+        for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
+            try:
+                self._post(path, body)
+                reached = True
+            except requests.HTTPError:
+                reached = True
+            except requests.RequestException:
+                pass
+        return reached
 
     def _outcome(self, run: _Run) -> RunOutcome:
         entry = self._finished_entry(run)
@@ -357,7 +367,9 @@ class ComfyClient:
         if graph.frames_dir is not None:
             frames_dir = _reported_folder(node_output, Path(graph.frames_dir))
             if frames_dir is None:
-                raise ComfyError(f"ComfyUI finished, but the output node '{node_type}' did not report the frames folder")
+                raise ComfyError(
+                    f"ComfyUI finished, but the output node '{node_type}' did not report the frames folder"
+                )
         elif not files:
             raise ComfyError(
                 f"ComfyUI finished, but the file the output node '{node_type}' wrote is not in "
@@ -450,11 +462,15 @@ class ComfyClient:
         entry = body.get(prompt_id) if isinstance(body, dict) else None
         return entry if isinstance(entry, dict) else {}
 
-    def _queue_state(self, prompt_id: str) -> str:
-        """ "running", "pending" or "gone" (ended, deleted, or never known)."""
-        response = self._session().get(self._url + "/queue", timeout=_HTTP_TIMEOUT_S)
-        response.raise_for_status()
-        body = response.json()
+    def _queue_state(self, prompt_id: str) -> str | None:
+        """ "running", "pending", "gone" (ended, deleted, never known), or None: no answer."""
+        try:
+            response = self._session().get(self._url + "/queue", timeout=_HTTP_TIMEOUT_S)
+            body = response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+        if not isinstance(body, dict):
+            return None
         for state in ("running", "pending"):
             for item in body.get(f"queue_{state}") or []:
                 if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
@@ -552,7 +568,7 @@ class _Run:
         self.prompt_id = ""
         self.started = time.monotonic()
         self.classes = {str(k): str(v.get("class_type", "?")) for k, v in graph.prompt.items()}
-        self.samplers = {k for k, c in self.classes.items() if "Sampler" in c}
+        self.samplers = {k for k, c in self.classes.items() if c in _SAMPLERS}
         self.steps = _sampler_steps(graph, self.samplers)
         self.windows: int | None = graph.windows or None
         self.window: int | None = None
@@ -573,7 +589,10 @@ class _Run:
         """ "window 3 of 12" while the sampler runs, else None."""
         if self.window is None or (self.node is not None and self.node not in self.samplers):
             return None
-        return f"window {self.window}" + (f" of {self.windows}" if self.windows else "")
+        window = self.window
+        if self.step is not None and self.step[0] >= self.step[1] and self.windows and window < self.windows:
+            window += 1  # its last step is done: the loop has moved on to the next window
+        return f"window {window}" + (f" of {self.windows}" if self.windows else "")
 
     def where(self) -> str:
         """Where the run is, for error sentences: "during window 3 of 12", "while running ..."."""
@@ -601,7 +620,7 @@ class _Run:
             for node_id, state in (data.get("nodes") or {}).items():
                 if isinstance(state, dict) and state.get("state") == "running":
                     self._progress(str(node_id), state.get("value"), state.get("max"), by_progress=False)
-        elif kind in ("execution_error", "execution_interrupted"):
+        elif kind in _FAILURES:
             self.failure = (kind, data)
         return False
 
@@ -610,10 +629,15 @@ class _Run:
             value, total = int(value), int(total)
         except (TypeError, ValueError):
             return
+        if value <= 0 or total <= 0:
+            return  # a node that just started: `executing` said so already
         if node not in self.samplers:
             now = time.monotonic()
+            if self._last_value.get(node) == value:
+                return  # the `progress` echo of a `progress_state`
             if value < total and now - self._last_report.get(node, 0.0) < _NODE_PROGRESS_EVERY_S:
                 return
+            self._last_value[node] = value
             self._last_report[node] = now
             kind = self.node_type(node)
             self._report(kind, value, total, None, f"running {kind}, {value}/{total}")
@@ -634,20 +658,26 @@ class _Run:
 
     def _sampling(self, node: str, value: int, total: int, restart: bool) -> None:
         per = self.steps
-        if per and total > per and total % per == 0:
-            # One bar over all windows (steps × windows), as newer wrapper versions report it.
-            window = (max(value, 1) - 1) // per + 1
+        if per is None or total % per:
+            per = total // self.windows if self.windows and total % self.windows == 0 else total
+        if total > per:
+            # One bar over all windows (its max is steps × the loop's own window estimate, which
+            # may be one more than the windows it samples), as current wrapper versions report it.
+            window = (value - 1) // per + 1
             step, steps = value - (window - 1) * per, per
         else:
             # One bar per window, restarting each time: count the restarts.
             window = 1 if self.window is None else self.window + int(restart)
             step, steps = value, total
+        if self.window == window and self.step == (step, steps):
+            return  # the `progress` echo of a `progress_state` already reported
         self.window = window
         if self.windows is not None and window > self.windows:
             self.windows = window
         self.step = (step, steps)
         of = f" of {self.windows}" if self.windows else ""
-        self._report(self.node_type(node), step, steps, window, f"sampling window {window}{of}, step {step}/{steps}")
+        message = f"sampling window {window}{of}, step {step}/{steps}"
+        self._report(self.node_type(node), step, steps, window, message)
 
     def _report(self, node_type: str, value: int, total: int, window: int | None, message: str) -> None:
         if self.on_progress is None:
@@ -729,7 +759,7 @@ def _models_folder(input_config: Any) -> str | None:
 def _last_failure(status: dict) -> tuple[str, dict] | None:
     """The error or interrupt that ended a prompt, from its /history status messages."""
     for entry in reversed(status.get("messages") or []):
-        if isinstance(entry, list) and len(entry) == 2 and entry[0] in ("execution_error", "execution_interrupted"):
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] in _FAILURES:
             return entry[0], entry[1] if isinstance(entry[1], dict) else {}
     return None
 
@@ -746,16 +776,20 @@ def _failure(failure: tuple[str, dict] | None, run: _Run) -> ComfyError:
     exception = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
     text = str(data.get("exception_message") or "").strip()
     first_line = text.splitlines()[0] if text else "no message"
-    if exception == "OutOfMemoryError" or "out of memory" in text.lower() or "allocation on device" in text.lower():
-        window = run.sampling_window()
+    window = run.sampling_window()
+    if exception == "OutOfMemoryError" or any(s in text.lower() for s in ("out of memory", "allocation on device")):
         doing = f"sampling {window}" if window else f"running node '{node_type}'"
-        return ComfyError(f"out of GPU memory while {doing}{_frame_size(run.graph)}; use force_offload: true or a smaller size")
+        return ComfyError(
+            f"out of GPU memory while {doing}{_frame_size(run.graph)}; use force_offload: true or a smaller size"
+        )
+    during = f" during {window}" if window else ""
     if "CUDA error" in text or "device-side assert" in text:
         # The CUDA context is broken: every later job on this worker would fail the same way.
         return ComfyUnavailable(
-            f"the GPU failed in node '{node_type}' {run.where()} ({first_line}); the worker will be replaced, retry the job"
+            f"the GPU failed in node '{node_type}'{during} ({first_line}); "
+            "the worker will be replaced, retry the job"
         )
-    return ComfyError(f"ComfyUI failed in node '{node_type}' {run.where()}: {exception}: {first_line}")
+    return ComfyError(f"ComfyUI failed in node '{node_type}'{during}: {exception}: {first_line}")
 
 
 def _frame_size(graph: Graph) -> str:
@@ -768,10 +802,18 @@ def _frame_size(graph: Graph) -> str:
 
 
 def _sampler_steps(graph: Graph, samplers: set[str]) -> int | None:
+    """Steps the sampler takes per window: `steps` cut by start_step/end_step and denoising
+    (video-to-video starts half-way down the schedule). None when an input is a link."""
     for node_id in samplers:
-        steps = (graph.prompt[node_id].get("inputs") or {}).get("steps")
-        if isinstance(steps, int) and steps > 0:
-            return steps
+        inputs = graph.prompt[node_id].get("inputs") or {}
+        steps, start, end = inputs.get("steps"), inputs.get("start_step", 0), inputs.get("end_step", -1)
+        denoise = inputs.get("denoise_strength", 1.0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (steps, start, end)):
+            continue
+        if not isinstance(denoise, (int, float)) or steps <= 0:
+            continue
+        end = steps if end == -1 else min(end, steps)
+        return max(1, int(round((end - start) * min(1.0, denoise or 1.0))))
     return None
 
 

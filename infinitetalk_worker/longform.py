@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import ComfyError, EncodeError
+from .workflows import FRAME_WINDOW, MOTION_FRAMES
 
 if TYPE_CHECKING:
     from .comfy import ComfyClient, Progress
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("infinitetalk")
 
-# The node's window defaults for InfiniteTalk; the graph's own values win when they are literals.
-WINDOW_FRAMES = 81
-MOTION_FRAMES = 9
 _NODE = "WanVideoImageToVideoMultiTalk"
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -51,8 +49,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _POLL_S = 0.2
 
+_FFMPEG = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
 # H.264 as VideoHelperSuite's h264-mp4 writes it for the short path: same look either way.
 _X264 = ["-c:v", "libx264", "-preset", "medium", "-crf", "19", "-pix_fmt", "yuv420p"]
+_AAC = ["-c:a", "aac", "-b:a", "192k"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,6 @@ class LongVideo:
     path: Path
     frames: int            # frames in the MP4
     fps: float
-    width: int
-    height: int
     audio_seconds: float   # length of the audio the video was meant to cover
     windows_done: int      # complete InfiniteTalk windows among the frames seen
     windows: int
@@ -89,7 +87,7 @@ class LongFormEncoder:
 
     Start it before the run (`with LongFormEncoder(...) as encoder:`), then call `finish` when
     the run succeeded or `finish_partial` when it stopped early. Leaving the `with` block stops
-    ffmpeg and removes `frames_dir`; the finished MP4 stays where `video_path` says.
+    ffmpeg and removes `frames_dir` and the intermediate files; the MP4 stays at `video_path`.
     `on_progress` receives one dict per finished window (from the follower thread).
     """
 
@@ -98,10 +96,12 @@ class LongFormEncoder:
         frames_dir: Path,
         video_path: Path,
         *,
+        audio: Path,
+        audio_seconds: float,
         fps: float,
         frames: int,
         windows: int,
-        window_frames: int = WINDOW_FRAMES,
+        window_frames: int = FRAME_WINDOW,
         motion_frames: int = MOTION_FRAMES,
         on_progress: Callable[[dict], None] | None = None,
         job_id: str = "",
@@ -112,6 +112,8 @@ class LongFormEncoder:
             raise ValueError(f"frames_dir must be absolute, got {frames_dir}")
         self.frames_dir = frames_dir
         self.video_path = video_path
+        self.audio = audio
+        self.audio_seconds = audio_seconds
         self.fps = fps
         self.limit = frames
         self.windows = max(windows, 1)
@@ -121,16 +123,19 @@ class LongFormEncoder:
         self.job_id = job_id
         self.poll_s = poll_s
 
-        self._video_only = video_path.with_name(video_path.stem + ".video-only.mp4")
-        self._stderr_path = video_path.with_name(video_path.stem + ".ffmpeg.log")
+        stem = video_path.with_name(video_path.stem)
+        self._video_only = Path(f"{stem}.video-only.mp4")
+        self._video_log = Path(f"{stem}.video.log")
+        self._audio_aac = Path(f"{stem}.audio.m4a")
+        self._audio_log = Path(f"{stem}.audio.log")
         self._folder: Path | None = None
         self._seen = 0          # frames taken from the folder (encoded or past the limit)
         self._encoded = 0       # frames piped into ffmpeg
-        self._size = (0, 0)
         self._windows_done = 0
         self._started = 0.0
         self._first_window_at: float | None = None
-        self._proc: subprocess.Popen | None = None
+        self._video: subprocess.Popen | None = None
+        self._audio: subprocess.Popen | None = None
         self._failure: str | None = None
         self._run_over = threading.Event()
         self._aborted = threading.Event()
@@ -148,34 +153,42 @@ class LongFormEncoder:
     def start(self) -> None:
         self.frames_dir.mkdir(parents=True, exist_ok=True)
         self._started = time.monotonic()
+        # AAC-encoding minutes of audio takes seconds; done during the run, the final mux is a
+        # stream copy and the MP4 is ready right after the last window.
+        self._audio = _spawn(
+            [*_FFMPEG, "-t", _seconds(self.limit / self.fps), "-i", str(self.audio),
+             "-vn", *_AAC, str(self._audio_aac)],
+            self._audio_log,
+        )
         self._thread.start()
         log.info("job=%s long-form: following frames in %s (%d windows, %d frames at %g fps)",
                  self.job_id, self.frames_dir, self.windows, self.limit, self.fps)
 
-    def finish(self, audio: Path, audio_seconds: float) -> LongVideo:
+    def finish(self) -> LongVideo:
         """The run ended normally: encode the last frames, mux the audio, return the MP4."""
         self._drain()
         if self._encoded == 0:
             raise ComfyError(f"ComfyUI finished but wrote no video frames to {self.frames_dir}")
-        return self._mux(audio, audio_seconds, partial=False)
+        return self._mux(partial=False)
 
-    def finish_partial(self, audio: Path, audio_seconds: float) -> LongVideo | None:
+    def finish_partial(self) -> LongVideo | None:
         """The run stopped early: an MP4 of the complete frames that exist, or None if none do."""
         self._drain()
         if self._encoded == 0:
             return None
-        return self._mux(audio, audio_seconds, partial=True)
+        return self._mux(partial=True)
 
     def close(self) -> None:
-        """Stop following, stop ffmpeg, remove the frames folder (idempotent)."""
+        """Stop following, stop ffmpeg, remove the frames folder and intermediates (idempotent)."""
         self._aborted.set()
         self._run_over.set()
-        self._kill_ffmpeg()  # unblocks a follower stuck writing to it
+        _kill(self._video)  # unblocks a follower stuck writing to it
         if self._thread.ident is not None:
             self._thread.join()
-        self._kill_ffmpeg()  # one the follower may have started meanwhile
-        self._video_only.unlink(missing_ok=True)
-        self._stderr_path.unlink(missing_ok=True)
+        _kill(self._video)  # one the follower may have started meanwhile
+        _kill(self._audio)
+        for path in (self._video_only, self._video_log, self._audio_aac, self._audio_log):
+            path.unlink(missing_ok=True)
         shutil.rmtree(self.frames_dir, ignore_errors=True)
 
     # --- the follower thread ---------------------------------------------------------------
@@ -227,27 +240,21 @@ class LongFormEncoder:
         return self._folder
 
     def _encode(self, png: bytes) -> None:
-        if self._proc is None:
-            self._size = (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big"))
-            self._proc = self._start_ffmpeg()
-        assert self._proc.stdin is not None
+        if self._video is None:
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._video = _spawn(
+                [*_FFMPEG, "-f", "image2pipe", "-c:v", "png", "-framerate", str(rate), "-i", "-",
+                 *_X264, str(self._video_only)],
+                self._video_log,
+                stdin=subprocess.PIPE,
+            )
+        assert self._video.stdin is not None
         try:
-            self._proc.stdin.write(png)
+            self._video.stdin.write(png)
         except BrokenPipeError:
-            self._failure = self._ffmpeg_problem()
+            self._failure = _problem(self._video, self._video_log)
             raise
         self._encoded += 1
-
-    def _start_ffmpeg(self) -> subprocess.Popen:
-        rate = Fraction(self.fps).limit_denominator(1001)
-        cmd = [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-f", "image2pipe", "-c:v", "png", "-framerate", str(rate), "-i", "-",
-            *_X264, str(self._video_only),
-        ]
-        # ffmpeg's messages go to a file: a pipe nobody reads would stall it.
-        with open(self._stderr_path, "wb") as stderr:
-            return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
 
     def _count_window(self) -> None:
         if self._seen < self.window_frames:
@@ -295,62 +302,44 @@ class LongFormEncoder:
         self._thread.join()
         if self._failure is not None:
             raise EncodeError(f"encoding the long video failed: {self._failure}")
-        if self._proc is None:
+        if self._video is None:
             return
-        assert self._proc.stdin is not None
-        self._proc.stdin.close()
-        if self._proc.wait() != 0:
-            raise EncodeError(f"encoding the long video failed: {self._ffmpeg_problem()}")
+        assert self._video.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # ffmpeg died: its exit status says so
+            self._video.stdin.close()
+        if self._video.wait() != 0:
+            raise EncodeError(f"encoding the long video failed: {_problem(self._video, self._video_log)}")
 
-    def _mux(self, audio: Path, audio_seconds: float, *, partial: bool) -> LongVideo:
+    def _mux(self, *, partial: bool) -> LongVideo:
         started = time.monotonic()
-        seconds = self._encoded / self.fps
-        cmd = [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-i", str(self._video_only),
-            # Cut only the audio: the video already ends at the right frame, and a stream copy
-            # cut at the end could drop frames that earlier ones refer to.
-            "-t", f"{seconds:.6f}", "-i", str(audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
-            "-movflags", "+faststart", str(self.video_path),
-        ]
+        assert self._audio is not None
+        if self._encoded == self.limit and self._audio.wait() == 0:
+            # The audio was encoded at start() to exactly this length.
+            audio = ["-i", str(self._audio_aac), "-c", "copy"]
+        else:
+            # Fewer frames than planned: cut the audio to them. Only the audio is cut: the video
+            # already ends at the right frame, and a stream copy cut at the end could drop
+            # frames that earlier ones refer to.
+            _kill(self._audio)
+            audio = ["-t", _seconds(self._encoded / self.fps), "-i", str(self.audio), "-c:v", "copy", *_AAC]
+        cmd = [*_FFMPEG, "-i", str(self._video_only), *audio, "-map", "0:v:0", "-map", "1:a:0",
+               "-movflags", "+faststart", str(self.video_path)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise EncodeError(f"adding the audio to the long video failed: {_last_line(done.stderr)}")
-        self._video_only.unlink(missing_ok=True)
         result = LongVideo(
             path=self.video_path,
             frames=self._encoded,
             fps=self.fps,
-            width=self._size[0],
-            height=self._size[1],
-            audio_seconds=audio_seconds,
+            audio_seconds=self.audio_seconds,
             windows_done=self._windows_done,
             windows=self.windows,
             partial=partial,
         )
-        log.info("job=%s long-form: MP4 ready (%d frames, %.1f s%s) %.2fs after the run",
+        log.info("job=%s long-form: MP4 ready (%d frames, %.1f s%s), mux took %.2fs",
                  self.job_id, result.frames, result.duration_s, ", partial" if partial else "",
                  time.monotonic() - started)
         return result
-
-    def _kill_ffmpeg(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        with contextlib.suppress(OSError):  # unflushed input to a dead process
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-
-    def _ffmpeg_problem(self) -> str:
-        self._kill_ffmpeg()
-        try:
-            text = self._stderr_path.read_text(errors="replace")
-        except FileNotFoundError:
-            text = ""
-        return _last_line(text) or f"ffmpeg exited with status {self._proc.returncode if self._proc else '?'}"
 
 
 def run(
@@ -378,6 +367,8 @@ def run(
     encoder = LongFormEncoder(
         graph.frames_dir,
         out_dir / "result.mp4",
+        audio=media.mux_audio,
+        audio_seconds=media.audio_seconds,
         fps=media.fps,
         frames=media.frames,
         windows=graph.windows,
@@ -390,13 +381,18 @@ def run(
         try:
             client.run(graph, on_progress=on_comfy_progress, deadline=deadline, cancel=cancel)
         except ComfyError as stopped:
-            video = encoder.finish_partial(media.mux_audio, media.audio_seconds)
+            try:
+                video = encoder.finish_partial()
+            except EncodeError as e:
+                # The user reads why the run stopped; the failed rescue is for the log.
+                log.error("job=%s long-form: the partial video could not be made: %s", encoder.job_id, e)
+                raise stopped from None
             if video is None:
                 raise
             warning = f"partial video: {stopped.message.rstrip('.')}; {video.coverage}"
             log.warning("job=%s long-form: %s", encoder.job_id, warning)
             return video.path, True, [warning]
-        video = encoder.finish(media.mux_audio, media.audio_seconds)
+        video = encoder.finish()
     return video.path, False, []
 
 
@@ -410,7 +406,38 @@ def window_shape(prompt: dict[str, dict]) -> tuple[int, int]:
         if isinstance(size, int) and isinstance(motion, int):
             # The node rounds the window down to 4k+1 frames, as the VAE needs.
             return ((size - 1) // 4) * 4 + 1, motion
-    return WINDOW_FRAMES, MOTION_FRAMES
+    return FRAME_WINDOW, MOTION_FRAMES
+
+
+def _spawn(cmd: list[str], log_path: Path, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen:
+    # ffmpeg's messages go to a file: a pipe nobody reads could stall it.
+    with open(log_path, "wb") as stderr:
+        return subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def _kill(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):  # unflushed input to a dead process
+            proc.stdin.close()
+
+
+def _problem(proc: subprocess.Popen, log_path: Path) -> str:
+    """ffmpeg's last message, for an error sentence."""
+    _kill(proc)
+    try:
+        text = log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    return _last_line(text) or f"ffmpeg exited with status {proc.returncode}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.6f}"
 
 
 def _clock(seconds: float) -> str:

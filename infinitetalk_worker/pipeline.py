@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import delivery, longform, probe
+from . import delivery, longform
 from .comfy import ComfyClient, Progress
 from .errors import ComfyUnavailable, WorkerError
-from .media import JobMedia, prepare_media
+from .media import JobMedia, prepare_media, probe_video
 from .request import Request, parse_request
 from .settings import Settings
-from .workflows import build_graph
+from .workflows import build_graph, files_to_stage
 
 log = logging.getLogger("infinitetalk")
 
@@ -106,7 +106,7 @@ class Pipeline:
             long_form = _wants_long_form(request, media, settings)
             with timer.stage("stage"):
                 staged_any = True
-                staged = self.client.stage(tag, _files_to_stage(media))
+                staged = self.client.stage(tag, files_to_stage(request, media))
             frames_dir = job_dir / "frames" if long_form else None
             graph = build_graph(request, media, staged, settings, prefix=f"{tag}/infinitetalk", frames_dir=frames_dir)
             report = _ProgressReporter(ctx, graph.windows)
@@ -122,7 +122,9 @@ class Pipeline:
                     outcome = self.client.run(graph, on_progress=report.comfy, deadline=deadline, cancel=ctx.cancel)
                 video, partial, warnings = _final_video(outcome.files, job_dir), False, []
             with timer.stage("probe"):
-                info = probe.video_info(video)
+                info = probe_video(video)
+            if info is None:
+                raise WorkerError("ComfyUI finished but the video it wrote cannot be read")
             metadata = {
                 "seed": request.seed,
                 "workflow": request.workflow,
@@ -178,17 +180,6 @@ def _wants_long_form(request: Request, media: JobMedia, settings: Settings) -> b
     if request.long_form is not None:
         return request.long_form
     return media.audio_seconds > settings.longform_threshold_s
-
-
-def _files_to_stage(media: JobMedia) -> dict[str, Path]:
-    files = {
-        "image": media.image,
-        "video": media.video,
-        "audio": media.audio,
-        "audio_2": media.audio_2,
-        "mux_audio": media.mux_audio,
-    }
-    return {k: v for k, v in files.items() if v is not None}
 
 
 def _final_video(files: list[Path], job_dir: Path) -> Path:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .errors import InputError
+from .errors import InputError, redact
 from .settings import MiB, Settings
 
 DEFAULT_PROMPT = "A person talking naturally"
@@ -86,7 +86,10 @@ class MediaSource:
     value: str  # path, URL, or the base64 payload alone (no data: prefix, no whitespace)
 
     def __repr__(self) -> str:
-        shown = f"<{len(self.value)} base64 characters>" if self.kind == "base64" else repr(self.value)
+        if self.kind == "base64":
+            shown = f"<{len(self.value)} base64 characters>"
+        else:
+            shown = repr(redact(self.value))  # signed URLs carry tokens
         return f"MediaSource(field={self.field!r}, kind={self.kind!r}, value={shown})"
 
 
@@ -221,7 +224,6 @@ def parse_request(job_input: dict, settings: Settings) -> Request:
     }
     max_frame = _integer(_BY_NAME["max_frame"], get("max_frame"), maximum=settings.max_frames,
                          maximum_hint=" (MAX_FRAMES)")
-    seed = _integer(_BY_NAME["seed"], get("seed"))
     return Request(
         input_type=input_type,
         person_count=person_count,
@@ -234,7 +236,7 @@ def parse_request(job_input: dict, settings: Settings) -> Request:
         max_frame=max_frame,
         force_offload=_boolean(_BY_NAME["force_offload"], get("force_offload")),
         network_volume=_boolean(_BY_NAME["network_volume"], get("network_volume")),
-        seed=secrets.randbelow(RANDOM_SEED_BOUND) if seed is None or seed == -1 else seed,
+        seed=_seed(get("seed")),
         steps=_integer(_BY_NAME["steps"], get("steps")),
         cfg=_number(_BY_NAME["cfg"], get("cfg")),
         audio_scale=_number(_BY_NAME["audio_scale"], get("audio_scale")),
@@ -324,6 +326,18 @@ def _integer(spec: InputField, value: Any, *, maximum: float | None = None,
     return number
 
 
+def _seed(value: Any) -> int:
+    spec = _BY_NAME["seed"]
+    try:
+        seed = _integer(spec, value)
+    except InputError:
+        raise InputError(spec.name, f"must be a whole number from 0 to {MAX_SEED}, or -1 for a "
+                                    f"random seed, not {_quote(value)}") from None
+    if seed is None or seed == -1:
+        return secrets.randbelow(RANDOM_SEED_BOUND)
+    return seed
+
+
 def _size(spec: InputField, value: Any) -> int:
     if value is None:
         return spec.default
@@ -404,11 +418,11 @@ def _source_kind(name: str) -> str:
 def _path_source(name: str, value: str, settings: Settings) -> MediaSource:
     value = value.strip()
     lowered = value.lower()
-    twin = name.replace("_path", "_url")
     if lowered.startswith(("http://", "https://")):
-        raise InputError(name, f"looks like a URL; send it as {twin}")
+        raise InputError(name, f"looks like a URL; send it as {name.replace('_path', '_url')}")
     if lowered.startswith("data:"):
-        raise InputError(name, f"looks like a data URI; send it as {name.replace('_path', '_base64')}")
+        twin = name.replace("_path", "_base64")
+        raise InputError(name, f"looks like a data URI; send it as {twin}")
     if "\x00" in value:
         raise InputError(name, "contains a NUL character")
     return MediaSource(name, "path", value)

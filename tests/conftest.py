@@ -17,6 +17,8 @@ TRANSCRIPTS = COMFY_SHARED / "transcripts"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+pytest_plugins = ["tests.standin.fixture"]
+
 
 def shared_or_skip() -> Path:
     """The ../shared ComfyUI reference data, or skip the test on a fresh clone without it."""

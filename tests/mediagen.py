@@ -88,7 +88,9 @@ def speech(
             ["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text],
             check=True, capture_output=True,
         )
-        source = ["-stream_loop", "-1", "-i", raw, "-t", f"{seconds:.6f}"] if seconds else ["-i", raw]
+        source: list[str | Path] = ["-i", raw]
+        if seconds:
+            source = ["-stream_loop", "-1", *source, "-t", f"{seconds:.6f}"]
         _ffmpeg(*source, *_audio_out(path, sample_rate))
     return path
 
@@ -104,7 +106,9 @@ def tone(
     return path
 
 
-def noise(path: Path, seconds: float = 2.0, *, sample_rate: int = 16000, color: str = "pink") -> Path:
+def noise(
+    path: Path, seconds: float = 2.0, *, sample_rate: int = 16000, color: str = "pink"
+) -> Path:
     """Coloured noise of `seconds` in the container the suffix names."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,12 +182,20 @@ def video(
     return path
 
 
-def truncated(src: Path, dst: Path, keep: float = 0.3) -> Path:
-    """A copy of `src` cut to the first `keep` fraction of its bytes: a real file's header with a
-    broken body, the way an interrupted upload looks."""
+def truncated(src: Path, dst: Path, keep: float = 0.3, *, size: int | None = None) -> Path:
+    """A copy of `src` cut to the first `keep` fraction of its bytes (or the first `size` bytes):
+    a real file's header with a broken body, the way an interrupted upload looks."""
     data = Path(src).read_bytes()
-    Path(dst).write_bytes(data[: max(1, int(len(data) * keep))])
+    Path(dst).write_bytes(data[: size if size is not None else max(1, int(len(data) * keep))])
     return Path(dst)
+
+
+def silent_wav(path: Path, sample_rate: int = 16000) -> Path:
+    """A valid WAV file holding no samples at all (an empty recording)."""
+    import soundfile
+
+    soundfile.write(str(path), np.zeros(0, dtype=np.int16), sample_rate, subtype="PCM_16")
+    return Path(path)
 
 
 def probe(path: Path) -> dict:

@@ -8,6 +8,7 @@ Both write what happened to them (started, got SIGTERM) into marker files that t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import OBJECT_INFO, REPO, shared_or_skip
 
 ENTRYPOINT = REPO / "entrypoint.sh"
 
@@ -118,6 +119,7 @@ class Container:
             "STOP_GRACE_S": "3",
             **env,
         }
+        self.env = {k: v for k, v in self.env.items() if v is not None}  # None: leave it unset
         self.proc = subprocess.Popen(
             ["bash", str(ENTRYPOINT)], env=self.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -295,3 +297,56 @@ def test_sageattention_is_used_only_when_asked_for_and_importable(container, tmp
     rc, out = c.finish()
     assert (tmp_path / "mode").read_text().strip() == seen
     assert ("not installed in this image" in out) == (not importable)
+
+
+# --- the real stages together: provisioning, a ComfyUI stand-in, the workflow validator -----------
+
+def _whole_chain(container, tmp_path, *, provision: bool):
+    """The entrypoint with its real provision and validate commands; only ComfyUI and the Hub are stand-ins."""
+    shared_or_skip()
+    from infinitetalk_worker.models import load_manifest
+    from tests.test_provision import COMMIT, FakeHub
+
+    hub = FakeHub()
+    entries = []
+    for m in load_manifest():
+        hub.add(m.repo, m.file, f"weights of {m.file}".encode())
+        entries.append({"repo": m.repo, "file": m.file, "revision": COMMIT, "size": None, "sha256": None,
+                        "folder": m.folder, "workflows": list(m.workflows)})
+    manifest = tmp_path / "models.json"
+    manifest.write_text(json.dumps({"models": entries}))
+    comfy = tmp_path / "comfyui"
+    comfy.mkdir()
+    port = _free_port()
+    py = sys.executable
+    c = container(
+        COMFY_DIR=str(comfy), COMFY_URL=f"http://127.0.0.1:{port}", PYTHONPATH=str(REPO),
+        COMFY_CMD=f"{py} -m tests.standin.comfyui --port {port} --base-dir {comfy} --object-info {OBJECT_INFO}",
+        PROVISION_CMD=f"{py} -m infinitetalk_worker.provision --manifest {manifest}" if provision else "",
+        VALIDATE_CMD=None, WORKER_PYTHON=py, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf"),
+        VOLUME_DIR=str(tmp_path / "no-volume"),
+    )
+    return c, hub, comfy
+
+
+def test_provisioned_models_are_seen_by_comfyui_and_the_workflows_validate(container, tmp_path):
+    c, hub, comfy = _whole_chain(container, tmp_path, provision=True)
+    try:
+        c.wait_for_mark("worker-started", timeout=90)
+        c.proc.send_signal(signal.SIGTERM)
+        rc, out = c.finish()
+    finally:
+        hub.close()
+    assert (comfy / "models" / "vae" / "Wan2_1_VAE_bf16.safetensors").is_file()
+    assert "OK: I2V_single, I2V_multi, V2V_single, V2V_multi valid" in out
+
+
+def test_without_the_model_files_the_validator_keeps_the_worker_from_starting(container, tmp_path):
+    c, hub, _ = _whole_chain(container, tmp_path, provision=False)
+    try:
+        rc, out = c.finish(timeout=90)
+    finally:
+        hub.close()
+    assert rc == 1
+    assert "is not on this ComfyUI" in out and "validate failed (exit code 1)" in out
+    assert "worker-started" not in c.marks()

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from infinitetalk_worker import longform
-from infinitetalk_worker.errors import ComfyError, ComfyUnavailable, JobTimeout
+from infinitetalk_worker.errors import ComfyError, ComfyUnavailable
 from infinitetalk_worker.longform import LongFormEncoder
 from tests import mediagen
 
@@ -37,9 +37,8 @@ FPS = 25.0
 
 def node_frames(total: int, window: int = 81, motion: int = 9) -> list[int]:
     """Frames the InfiniteTalk loop writes per window for `total` audio frames (whole windows)."""
-    counts = [window]
-    start = 0
-    while window < total and start + window < total:
+    counts, start = [window], 0
+    while start + window < total:
         start += window - motion
         counts.append(window - motion)
     return counts
@@ -67,7 +66,6 @@ class StreamingNode:
     stop_after_windows: int | None = None     # the run stops (deadline/crash) after k windows
     cut_frame_after_stop: bool = False        # ... leaving half a PNG behind (a crash mid-write)
     after_window: Callable[[int], None] | None = None
-    windows_written: int = 0
     folder: Path | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -106,7 +104,6 @@ class StreamingNode:
                     f.flush()
                     f.write(data[len(data) // 2 :])
                 index += 1
-            self.windows_written = number
             if self.after_window is not None:
                 self.after_window(number)
 
@@ -157,7 +154,7 @@ def make_job(tmp_path: Path, audio: Path, seconds: float, **node_options) -> tup
     job_dir.mkdir()
     node = StreamingNode(job_dir / "frames", frames, **node_options)
     encoder = LongFormEncoder(
-        job_dir / "frames", job_dir / "result.mp4", fps=FPS, frames=frames,
+        job_dir / "frames", job_dir / "result.mp4", audio=audio, audio_seconds=seconds, fps=FPS, frames=frames,
         windows=node.windows, on_progress=updates.append, job_id="test", poll_s=0.05,
     )
     return encoder, node, updates
@@ -176,7 +173,7 @@ def test_ten_minutes_of_audio_make_a_complete_mp4_with_flat_memory(tmp_path, spe
         with MemoryWatch() as watch, encoder:
             node.start()
             node.join()
-            video = encoder.finish(audio, seconds)
+            video = encoder.finish()
         peaks[seconds] = watch
 
         info = mediagen.probe(video.path)
@@ -218,7 +215,7 @@ def test_progress_arrives_window_by_window_while_frames_are_encoded(tmp_path, sp
     with encoder:
         node.start()
         node.join()
-        video = encoder.finish(audio, seconds)
+        video = encoder.finish()
 
     assert node.windows == 5
     assert [u["window"] for u in updates] == [1, 2, 3, 4, 5]
@@ -239,7 +236,7 @@ def test_a_deadline_in_window_k_delivers_the_k_finished_windows(tmp_path, speech
     with encoder:
         node.start()
         node.join()
-        video = encoder.finish_partial(audio, seconds)
+        video = encoder.finish_partial()
 
     assert video is not None and video.partial
     info = mediagen.probe(video.path)
@@ -258,7 +255,7 @@ def test_a_frame_cut_off_by_a_crash_is_left_out(tmp_path, speech):
         node.start()
         node.join()
         assert (node.folder / "frame_00153.png").stat().st_size > 0
-        video = encoder.finish_partial(audio, seconds)
+        video = encoder.finish_partial()
     assert video is not None and frame_count(video.path) == 153
     assert not (tmp_path / "job-20" / "frames").exists()
 
@@ -269,7 +266,7 @@ def test_a_run_stopped_before_any_frame_gives_nothing_to_deliver(tmp_path, speec
     with encoder:
         node.start()
         node.join()
-        assert encoder.finish_partial(audio, 5.0) is None
+        assert encoder.finish_partial() is None
     assert not (tmp_path / "job-5" / "frames").exists()
 
 
@@ -277,88 +274,210 @@ def test_a_finished_run_without_frames_is_an_error(tmp_path, speech):
     audio = speech(5.0)
     encoder, _, _ = make_job(tmp_path, audio, 5.0)
     with encoder, pytest.raises(ComfyError, match="wrote no video frames"):
-        encoder.finish(audio, 5.0)
+        encoder.finish()
 
 
-# --- longform.run: the pipeline's door, with a ComfyUI client that runs the emulated node ---
+# --- end to end: the project's own graph, run by the ComfyUI stand-in --------------------------
 
 
-@dataclass
-class Graph:
-    frames_dir: Path
-    windows: int
-    name: str = "I2V_single"
-    prompt: dict = field(default_factory=lambda: {
-        "12": {"class_type": "WanVideoImageToVideoMultiTalk",
-               "inputs": {"frame_window_size": 81, "motion_frame": 9}},
-    })
+@pytest.fixture
+def standin_job(comfy_standin):
+    """Parse, prepare, stage and build a long-form job on a stand-in; return its runner."""
+    from infinitetalk_worker import workflows
+    from infinitetalk_worker.comfy import ComfyClient
+    from infinitetalk_worker.media import prepare_media
+    from infinitetalk_worker.request import parse_request
+
+    def start(seconds: float, behaviour: dict | None = None, *, input_type: str = "image",
+              person_count: str = "single", video_fps: float = 25.0):
+        standin = comfy_standin({"step_delay_s": 0.02, **(behaviour or {})})
+        settings = standin.settings(comfy_dead_after_s=2.0, comfy_interrupt_wait_s=5.0)
+        volume = settings.volume_dir
+        job_input = {
+            "input_type": input_type, "person_count": person_count,
+            "wav_path": str(mediagen.speech(volume / "talk.wav", seconds=seconds)),
+            "width": 256, "height": 256, "steps": 2, "long_form": True,
+        }
+        if input_type == "image":
+            job_input["image_path"] = str(mediagen.portrait(volume / "face.png", 256, 256))
+        else:
+            clip = mediagen.video(volume / "clip.mp4", seconds=2.0, fps=video_fps, width=256, height=256)
+            job_input["video_path"] = str(clip)
+        if person_count == "multi":
+            job_input["wav_path_2"] = str(mediagen.speech(volume / "reply.wav", "And this is my answer.",
+                                                          seconds=seconds / 2))
+        request = parse_request(job_input, settings)
+        tag = "rp-longform-e2e"
+        job_dir = settings.work_dir / tag
+        media = prepare_media(request, settings, job_dir)
+        client = ComfyClient(settings)
+        staged = client.stage(tag, workflows.files_to_stage(request, media))
+        graph = workflows.build_graph(request, media, staged, settings, prefix=f"{tag}/infinitetalk",
+                                      frames_dir=job_dir / "frames")
+        updates: list[dict] = []
+
+        def run(deadline_s: float = 120.0, cancel_after_window: int | None = None):
+            cancel = threading.Event()
+
+            def progress(update: dict) -> None:
+                updates.append(update)
+                if cancel_after_window is not None and update["window"] >= cancel_after_window:
+                    cancel.set()
+
+            try:
+                return longform.run(client, graph, media, out_dir=job_dir, on_progress=progress,
+                                    deadline=time.monotonic() + deadline_s, cancel=cancel)
+            finally:
+                client.cleanup(tag)
+
+        run.graph, run.media, run.job_dir, run.updates, run.settings = graph, media, job_dir, updates, settings
+        return run
+
+    return start
 
 
-@dataclass
-class Media:
-    mux_audio: Path
-    audio_seconds: float
-    fps: float = FPS
-
-    @property
-    def frames(self) -> int:
-        return math.ceil(self.audio_seconds * self.fps)
+def leftovers(run) -> list[str]:
+    """What the job left besides its media and the delivered MP4."""
+    s = run.settings
+    comfy = [p for root in (s.comfy_input_dir, s.comfy_output_dir, s.comfy_temp_dir) for p in root.rglob("*")]
+    own = [p for p in run.job_dir.iterdir() if p.name.startswith(("result", "frames"))]
+    return sorted(str(p) for p in comfy + own if p.name != "result.mp4")
 
 
-class NodeClient:
-    """A ComfyUI client whose run writes the frames like the node and stops like ComfyUI does."""
+def test_a_long_form_run_through_comfyui_makes_the_mp4_with_audio(standin_job):
+    run = standin_job(20.0)
+    video, partial, warnings = run()
 
-    def __init__(self, seconds: float, stop_after_windows: int | None = None, failure: ComfyError | None = None):
-        self.frames = math.ceil(seconds * FPS)
-        self.stop_after_windows = stop_after_windows
-        self.failure = failure
-
-    def run(self, graph, *, on_progress=None, deadline=None, cancel=None):
-        node = StreamingNode(graph.frames_dir, self.frames, stop_after_windows=self.stop_after_windows)
-        node.start()
-        node.join()
-        if self.failure is not None:
-            raise self.failure
-
-
-def run_job(tmp_path: Path, audio: Path, seconds: float, client: NodeClient):
-    job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    graph = Graph(job_dir / "frames", windows=len(node_frames(math.ceil(seconds * FPS))))
-    updates: list[dict] = []
-    result = longform.run(client, graph, Media(audio, seconds), out_dir=job_dir, on_progress=updates.append)
-    return result, job_dir, updates
-
-
-def test_run_delivers_the_whole_video(tmp_path, speech):
-    audio = speech(8.0)
-    (video, partial, warnings), job_dir, updates = run_job(tmp_path, audio, 8.0, NodeClient(8.0))
+    info = mediagen.probe(video)
     assert (partial, warnings) == (False, [])
-    assert video == job_dir / "result.mp4" and frame_count(video) == 200
-    assert [u["window"] for u in updates] == [1, 2, 3]
-    assert sorted(p.name for p in job_dir.iterdir()) == ["result.mp4"]
+    assert info["video"]["frames"] == run.media.frames == 500
+    assert (info["video"]["width"], info["video"]["height"]) == (256, 256)
+    assert abs(info["audio"]["duration_s"] - 20.0) <= 2 / FPS
+    assert [u["window"] for u in run.updates] == list(range(1, run.graph.windows + 1)) == list(range(1, 8))
+    assert leftovers(run) == []
 
 
 @pytest.mark.parametrize(
-    "failure",
-    [
-        JobTimeout("the job ran past its deadline of 60 s and was stopped"),
-        ComfyUnavailable("ComfyUI stopped answering (the process exited)"),
-    ],
+    "input_type,person_count,video_fps",
+    [("image", "multi", 25.0), ("video", "single", 30000 / 1001), ("video", "multi", 24.0)],
 )
-def test_run_delivers_what_exists_when_comfyui_stops(tmp_path, speech, failure):
-    audio = speech(30.0)
-    client = NodeClient(30.0, stop_after_windows=4, failure=failure)
-    (video, partial, warnings), job_dir, _ = run_job(tmp_path, audio, 30.0, client)
+def test_every_workflow_has_the_long_form_path_at_its_frame_rate(standin_job, input_type, person_count, video_fps):
+    run = standin_job(7.0, input_type=input_type, person_count=person_count, video_fps=video_fps)
+    video, partial, warnings = run()
+
+    info = mediagen.probe(video)
+    fps = FPS if input_type == "image" else video_fps
+    assert not partial
+    assert info["video"]["frames"] == run.media.frames == math.ceil(round(run.media.audio_seconds * fps, 6))
+    assert info["video"]["fps"] == pytest.approx(fps, abs=1e-3)
+    assert abs(info["audio"]["duration_s"] - run.media.audio_seconds) <= 2 / fps
+    assert leftovers(run) == []
+
+
+@pytest.mark.parametrize(
+    "behaviour,cancel,cause",
+    [
+        ({"fail": "die", "at_window": 4}, None, "ComfyUI stopped responding during window 4 of 7"),
+        ({"fail": "hang", "at_window": 4}, None, "the job ran out of time"),
+        ({"fail": "hang", "at_window": 4}, 3, "the job was cancelled during window 4 of 7"),
+        ({"fail": "oom", "at_window": 4}, None, "out of GPU memory while sampling window 4 of 7"),
+    ],
+    ids=["comfyui-dies", "deadline", "cancel", "out-of-memory"],
+)
+def test_a_run_stopped_in_window_4_delivers_the_first_3_windows(standin_job, behaviour, cancel, cause):
+    run = standin_job(20.0, behaviour)
+    video, partial, warnings = run(deadline_s=8.0, cancel_after_window=cancel)
+
+    info = mediagen.probe(video)
     assert partial
-    assert frame_count(video) == 81 + 3 * 72
-    assert warnings == [f"partial video: {failure.message}; it covers 11.9 s of the 30.0 s audio (40 %, 4 of 11 windows)"]
-    assert sorted(p.name for p in job_dir.iterdir()) == ["result.mp4"]
+    assert info["video"]["frames"] == 81 + 72 + 72
+    assert abs(info["audio"]["duration_s"] - 225 / FPS) <= 2 / FPS
+    assert len(warnings) == 1 and warnings[0].startswith("partial video: ") and cause in warnings[0]
+    assert warnings[0].endswith("it covers 9.0 s of the 20.0 s audio (45 %, 3 of 7 windows)")
+    assert [u["window"] for u in run.updates] == [1, 2, 3]
+    assert leftovers(run) == []
 
 
-def test_run_without_frames_raises_the_runs_error(tmp_path, speech):
-    audio = speech(10.0)
-    client = NodeClient(10.0, stop_after_windows=0, failure=JobTimeout("the job ran past its deadline"))
-    with pytest.raises(JobTimeout, match="deadline"):
-        run_job(tmp_path, audio, 10.0, client)
-    assert list((tmp_path / "job").iterdir()) == []
+def test_a_run_that_stops_before_any_frame_fails_with_its_own_error(standin_job):
+    run = standin_job(10.0, {"fail": "die", "at_window": 1})
+    with pytest.raises(ComfyUnavailable, match="ComfyUI stopped responding"):
+        run()
+    assert leftovers(run) == []
+
+
+# --- through the RunPod door: `python handler.py` on a fake RunPod, the stand-in behind it ---------
+
+
+@pytest.fixture
+def worker_on_runpod(comfy_standin, tmp_path):
+    """`python handler.py` taking jobs from a fake RunPod, with long-form from 10 s of audio."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.runpod_fake import FakeRunPod
+
+    started = []
+
+    def start(behaviour: dict | None = None, **overrides):
+        standin = comfy_standin({"step_delay_s": 0.02, **(behaviour or {})})
+        settings = standin.settings(longform_threshold_s=10.0, **overrides)
+        fake = FakeRunPod()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+        env.update({**settings.to_env(), **fake.env(), "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen([sys.executable, "handler.py"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append((proc, fake))
+        return settings, fake
+
+    yield start
+    for proc, fake in started:
+        proc.kill()
+        proc.wait()
+        fake.close()
+
+
+def job_input(volume: Path, seconds: float, **extra) -> dict:
+    return {
+        "image_path": str(mediagen.portrait(volume / "face.png", 256, 256)),
+        "wav_path": str(mediagen.speech(volume / f"talk-{seconds:g}.wav", seconds=seconds)),
+        "width": 256, "height": 256, "steps": 2, **extra,
+    }
+
+
+def delivered(final: dict, tmp_path: Path, name: str) -> dict:
+    import base64
+
+    assert "error" not in final, final.get("error")
+    path = tmp_path / name
+    path.write_bytes(base64.b64decode(final["output"]["video"], validate=True))
+    return mediagen.probe(path)
+
+
+def test_long_audio_on_runpod_streams_progress_and_returns_the_same_keys(worker_on_runpod, tmp_path):
+    settings, fake = worker_on_runpod()
+    fake.submit("short", job_input(settings.volume_dir, 4.0))
+    fake.submit("long", job_input(settings.volume_dir, 16.0))      # above the 10 s threshold
+    short, long = fake.final("short"), fake.final("long")
+
+    info = delivered(long, tmp_path, "long.mp4")
+    assert info["video"]["frames"] == 400
+    assert abs(info["audio"]["duration_s"] - 16.0) <= 2 / FPS
+    assert set(long["output"]) == set(short["output"])             # same result and metadata keys
+    assert long["output"]["frames"] == 400 and not long["output"].get("warnings")
+    windows_done = [p["window"] for p in fake.progress("long") if "done" in p.get("message", "")]
+    assert windows_done == [1, 2, 3, 4, 5, 6]
+    assert not list(settings.work_dir.iterdir())
+
+
+def test_a_deadline_on_runpod_still_returns_the_finished_windows(worker_on_runpod, tmp_path):
+    settings, fake = worker_on_runpod({"fail": "hang", "at_window": 4}, job_timeout_s=8.0)
+    fake.submit("late", job_input(settings.volume_dir, 20.0))
+    final = fake.final("late")
+
+    info = delivered(final, tmp_path, "partial.mp4")
+    assert info["video"]["frames"] == 225
+    assert abs(info["audio"]["duration_s"] - 9.0) <= 2 / FPS
+    warning = " ".join(final["output"]["warnings"])
+    assert "partial video" in warning and "it covers 9.0 s of the 20.0 s audio" in warning
+    assert not list(settings.work_dir.iterdir())

@@ -148,7 +148,7 @@ def test_local_api_run_and_status(comfy_standin, media, tmp_path):
                 assert proc.poll() is None and time.monotonic() < deadline, "local API did not start"
                 time.sleep(0.3)
         job = requests.post(f"{base}/run", json={"input": _job(media)}, timeout=10).json()
-        status = requests.get(f"{base}/status/{job['id']}", timeout=120).json()
+        status = requests.post(f"{base}/status/{job['id']}", timeout=120).json()
         assert status["status"] == "COMPLETED", status
         video = tmp_path / "api.mp4"
         video.write_bytes(base64.b64decode(status["output"]["video"]))
@@ -157,7 +157,7 @@ def test_local_api_run_and_status(comfy_standin, media, tmp_path):
         prompts_before = sum(r["path"] == "/prompt" and r["method"] == "POST" for r in standin.requests())
         bad_input = {"image_url": "file:///etc/passwd", "wav_path": str(media["speech"])}
         bad = requests.post(f"{base}/run", json={"input": bad_input}, timeout=10).json()
-        status = requests.get(f"{base}/status/{bad['id']}", timeout=60).json()
+        status = requests.post(f"{base}/status/{bad['id']}", timeout=60).json()
         assert status["status"] == "FAILED"
         assert status["error"].startswith("image_url:")
         prompts_after = sum(r["path"] == "/prompt" and r["method"] == "POST" for r in standin.requests())

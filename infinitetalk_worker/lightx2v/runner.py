@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ..errors import JobCancelled, WorkerError
+from ..errors import InputError, JobCancelled, WorkerError
 from ..settings import Settings
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, Task, TaskStore
 
@@ -113,18 +113,15 @@ class TaskRunner:
             self.store.finish(task_id, CANCELLED, error=CANCELLED_BY_USER, error_type="Cancelled")
         return StopResult("success", "Task stopped successfully.")
 
-    def sweep(self, now: float | None = None) -> list[str]:
+    def sweep(self) -> None:
         """Delete finished tasks (and their results) that ended more than the lifetime ago."""
         if self.result_ttl_s <= 0:
-            return []
-        now = time.time() if now is None else now
-        expired = self.store.ended_before(now - self.result_ttl_s)
-        for task in expired:
+            return
+        for task in self.store.ended_before(time.time() - self.result_ttl_s):
             (self.outputs / task.save_result_path).unlink(missing_ok=True)
             self._remove_inputs(task.task_id)
             self.store.delete(task.task_id)
             log.info("task=%s expired: task and result deleted", task.task_id)
-        return [t.task_id for t in expired]
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -194,7 +191,9 @@ class TaskRunner:
                 self._current = None
                 self._user_cancels.discard(task.task_id)
                 self._ended.notify_all()
-            log.info("task=%s ended after %.1fs", task.task_id, time.monotonic() - started)
+            log.info(
+                "task=%s %s after %.1fs", task.task_id, ended.status if ended else "deleted", time.monotonic() - started
+            )
 
     def _end(self, task_id: str, status: str, **fields) -> None:
         if status == CANCELLED and self._stopping.is_set() and task_id not in self._user_cancels:
@@ -224,20 +223,24 @@ def pipeline_task(settings: Settings) -> RunTask:
     """The production RunTask: the shared pipeline against the ComfyUI in `settings`."""
     from ..pipeline import JobContext, Pipeline
     from ..request import parse_request
+    from .translate import renamed
 
     pipeline = Pipeline(settings)
 
     def run(task: Task, result_path: Path, cancel: threading.Event, on_progress: Callable[[dict], None]) -> dict:
-        request = parse_request(task.job_input or {}, settings)
         ctx = JobContext(job_id=task.task_id, cancel=cancel, on_progress=on_progress)
-        with pipeline.generate(request, ctx) as generated:
-            if cancel.is_set():
-                raise JobCancelled("the task was cancelled")
-            result_path.parent.mkdir(parents=True, exist_ok=True)
-            # Move under a temporary name first, so a download never sees half a file.
-            partial = result_path.with_name(f".{result_path.name}.part")
-            shutil.move(str(generated.video), partial)
-            os.replace(partial, result_path)
-            return {**generated.metadata, "warnings": generated.warnings, "partial": generated.partial}
+        try:
+            request = parse_request(task.job_input or {}, settings)
+            with pipeline.generate(request, ctx) as generated:
+                if cancel.is_set():
+                    raise JobCancelled("the task was cancelled")
+                result_path.parent.mkdir(parents=True, exist_ok=True)
+                # Move under a temporary name first, so a download never sees half a file.
+                partial = result_path.with_name(f".{result_path.name}.part")
+                shutil.move(str(generated.video), partial)
+                os.replace(partial, result_path)
+                return {**generated.metadata, "warnings": generated.warnings, "partial": generated.partial}
+        except InputError as e:
+            raise renamed(e, task.field_names or {}) from None
 
     return run

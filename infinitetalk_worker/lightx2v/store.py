@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     job_input TEXT,                         -- §1 job input as JSON; NULL once the task has ended
+    field_names TEXT NOT NULL DEFAULT '{}', -- §1 field -> the LightX2V field it came from (JSON)
     save_result_path TEXT NOT NULL UNIQUE,  -- result file, relative to outputs/
     created_at REAL NOT NULL,
     start_time REAL NOT NULL,               -- creation, then the start of processing (as LightX2V)
@@ -63,6 +64,7 @@ class Task:
     progress: dict | None
     metadata: dict | None
     job_input: dict | None = None
+    field_names: dict | None = None
 
 
 _COLUMNS = (
@@ -71,7 +73,7 @@ _COLUMNS = (
 )
 
 
-def _task(row: tuple, job_input: str | None = None) -> Task:
+def _task(row: tuple, job_input: str | None = None, field_names: str | None = None) -> Task:
     (task_id, status, save, created, start, end, error, error_type, progress, metadata) = row
     return Task(
         task_id=task_id,
@@ -85,6 +87,7 @@ def _task(row: tuple, job_input: str | None = None) -> Task:
         progress=json.loads(progress) if progress else None,
         metadata=json.loads(metadata) if metadata else None,
         job_input=json.loads(job_input) if job_input else None,
+        field_names=json.loads(field_names) if field_names else None,
     )
 
 
@@ -100,7 +103,9 @@ class TaskStore:
         with self._lock:
             self._db.close()
 
-    def create(self, task_id: str, job_input: dict, save_result_path: str, max_active: int) -> Task:
+    def create(
+        self, task_id: str, job_input: dict, field_names: dict, save_result_path: str, max_active: int
+    ) -> Task:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -121,9 +126,9 @@ class TaskStore:
                         f"save_result_path: {save_result_path} is already the result of task {clash[0]}"
                     )
                 self._db.execute(
-                    "INSERT INTO tasks (task_id, status, job_input, save_result_path, created_at, start_time)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (task_id, PENDING, json.dumps(job_input), save_result_path, now, now),
+                    "INSERT INTO tasks (task_id, status, job_input, field_names, save_result_path, created_at,"
+                    " start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (task_id, PENDING, json.dumps(job_input), json.dumps(field_names), save_result_path, now, now),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -140,9 +145,10 @@ class TaskStore:
         """The oldest waiting task, with its job input."""
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS}, job_input FROM tasks WHERE status = ? ORDER BY seq LIMIT 1", (PENDING,)
+                f"SELECT {_COLUMNS}, job_input, field_names FROM tasks WHERE status = ? ORDER BY seq LIMIT 1",
+                (PENDING,),
             ).fetchone()
-        return _task(row[:-1], row[-1]) if row else None
+        return _task(row[:-2], row[-2], row[-1]) if row else None
 
     def start(self, task_id: str) -> bool:
         """pending -> processing; False when the task was cancelled in the meantime."""
@@ -207,6 +213,13 @@ class TaskStore:
         counts = {status: 0 for status in (*ACTIVE, *FINISHED)}
         counts.update(dict(rows))
         return counts
+
+    def ids(self, active_only: bool = False) -> list[str]:
+        """Task ids in submission order."""
+        where = " WHERE status IN (?, ?)" if active_only else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT task_id FROM tasks{where} ORDER BY seq", ACTIVE if active_only else ())
+            return [r[0] for r in rows]
 
     def processing_ids(self) -> list[str]:
         with self._lock:
