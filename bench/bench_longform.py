@@ -111,8 +111,14 @@ def role_short(video: Path, audio: Path, frames: int, size: int, pause: float) -
         held.append(window)  # gen_video_list: C x T x H x W per window
         index += count
     last_window_at = time.time()
-    video_f16 = np.concatenate(held, axis=1)                      # torch.cat(gen_video_list)
-    images = ((video_f16.clip(-1, 1) + 1) / 2).astype(np.float32).transpose(1, 2, 3, 0)  # IMAGE
+    samples = np.concatenate(held, axis=1)  # torch.cat(gen_video_list), the sampler's output
+    del held
+    # WanVideoPassImagesFromSamples: clamp_/add_/div_ in place, then .float() into the IMAGE.
+    # ComfyUI caches both outputs, so both stay in memory while VideoHelperSuite encodes.
+    np.clip(samples, -1, 1, out=samples)
+    samples += 1
+    samples /= 2
+    images = samples.astype(np.float32).transpose(1, 2, 3, 0)
     silent = video.with_suffix(".silent.mp4")
     encode = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
@@ -233,7 +239,8 @@ def main() -> None:
                 results[name] = measure(work, audio, seconds, args.size, args.window_pause)
                 r = results[name]
                 peaks[name].append(r["peak_mb"])
-                print(f"{minutes:>5g} m {name:>10} {r['peak_mb']:>9.0f} {r['after_last_s']:>26.2f} s {r['cpu_s']:>7.1f}")
+                print(f"{minutes:>5g} m {name:>10} {r['peak_mb']:>9.0f} "
+                      f"{r['after_last_s']:>26.2f} s {r['cpu_s']:>7.1f}")
             short, long = results["short"], results["long-form"]
             print(f"{'':>7} {'ratio':>10} {long['peak_mb'] / short['peak_mb']:>9.2f} "
                   f"{long['after_last_s'] / short['after_last_s']:>28.2f} {long['cpu_s'] / short['cpu_s']:>7.2f}")

@@ -26,15 +26,18 @@ import argparse
 import base64
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, TextIO
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .settings import REPO_ROOT
 
@@ -47,6 +50,8 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
 RESULT_KEYS = ("video", "video_path", "video_url")
 FAILED_STATES = ("FAILED", "CANCELLED", "TIMED_OUT")
 
+log = logging.getLogger("infinitetalk.client")
+
 
 class ClientError(Exception):
     """A failure the user can act on; the message is the sentence they read."""
@@ -55,10 +60,11 @@ class ClientError(Exception):
 class JobFailed(ClientError):
     """The endpoint ended the job without a video (FAILED, CANCELLED, TIMED_OUT, expired)."""
 
-    def __init__(self, job_id: str, status: str, message: str):
+    def __init__(self, job_id: str, status: str, message: str, results: list["Result"] | None = None):
         super().__init__(message)
         self.job_id = job_id
         self.status = status
+        self.results = results or []     # batch: the videos that were made all the same
 
 
 class Interrupted(KeyboardInterrupt):
@@ -178,9 +184,15 @@ class Volume:
                 out.write(chunk)
 
     def remove_uploads(self) -> None:
-        """Delete the inputs this run uploaded; the volume is billed by the gigabyte."""
+        """Delete the inputs this run uploaded; the volume is billed by the gigabyte.
+
+        Runs after failures too, so it only warns: the job's own error is what the user needs.
+        """
         for key in self._uploaded.values():
-            self._call("clean up", key, self._client().delete_object, Bucket=self.volume_id, Key=key)
+            try:
+                self._call("clean up", key, self._client().delete_object, Bucket=self.volume_id, Key=key)
+            except ClientError as exc:
+                log.warning("%s", exc)
         self._uploaded.clear()
 
     def _client(self) -> Any:
@@ -369,10 +381,18 @@ class Api:
         self.endpoint = endpoint
         # The local API answers /status only once the job has ended: allow a whole job.
         self.status_timeout_s = status_timeout_s
-        self.session = requests.Session()
-        self.session.headers["Content-Type"] = "application/json"
+        headers = {"Content-Type": "application/json"}
         if endpoint.api_key:
-            self.session.headers["Authorization"] = f"Bearer {endpoint.api_key}"
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        self.session = requests.Session()        # /run: sent once, a repeat would queue it twice
+        self.polling = requests.Session()        # /status, /cancel: safe to repeat
+        # A long job outlives the odd 502 or dropped connection while it is polled.
+        retry = Retry(total=5, backoff_factor=1, status_forcelist=(429, 500, 502, 503, 504),
+                      allowed_methods=None, raise_on_status=False)
+        self.polling.mount("http://", HTTPAdapter(max_retries=retry))
+        self.polling.mount("https://", HTTPAdapter(max_retries=retry))
+        for session in (self.session, self.polling):
+            session.headers.update(headers)
 
     def submit(self, job_input: Mapping[str, Any]) -> tuple[str, str]:
         """Queue a job; its id and first status (IN_QUEUE on RunPod, IN_PROGRESS locally)."""
@@ -412,8 +432,9 @@ class Api:
 
     def _request(self, method: str, route: str, body: Any, timeout: float) -> requests.Response:
         url = f"{self.endpoint.url}/{route}"
+        session = self.session if route == "run" else self.polling
         try:
-            response = self.session.request(method, url, json=body, timeout=(15, timeout))
+            response = session.request(method, url, json=body, timeout=(15, timeout))
         except requests.ConnectionError:
             raise ClientError(
                 f"endpoint: cannot reach {self.endpoint.url}; check the endpoint id, your network, "
@@ -547,13 +568,15 @@ def generate_batch(
     **params: Any,
 ) -> list[Result]:
     """Submit every (output, media) job at once so the endpoint can run them side by side,
-    then collect them in order. Raises the first JobFailed after all jobs have ended."""
+    then collect them in order. A job that fails does not stop the others; after all have
+    ended, JobFailed names every failure."""
     api = Api(endpoint or Endpoint.resolve())
     volume = volume if volume is not None else Volume.from_env()
     jobs = [(Path(out), media) for out, media in jobs]
     submitted: list[tuple[Path, str, float]] = []
+    ended: set[str] = set()
     results: list[Result] = []
-    failures: list[JobFailed] = []
+    failures: list[tuple[str, ClientError]] = []
     try:
         for number, (out, media) in enumerate(jobs, 1):
             job_input = build_input(media, params, inline_limit_mb=inline_limit_mb, volume=volume)
@@ -569,25 +592,27 @@ def generate_batch(
             try:
                 answer = wait(api, job_id, on_progress=report,
                               poll_interval_s=poll_interval_s, submitted_at=at)
-            except JobFailed as exc:
-                failures.append(exc)
+                ended.add(job_id)
+                save_result(answer, out, volume)
+            except ClientError as exc:
+                ended.add(job_id)
+                failures.append((job_id, exc))
                 continue
-            save_result(answer, out, volume)
             metadata = {k: v for k, v in answer.items() if k not in RESULT_KEYS and k != "warnings"}
             results.append(Result(out, job_id, metadata, list(answer.get("warnings") or [])))
     except KeyboardInterrupt:
-        done = {r.job_id for r in results} | {f.job_id for f in failures}
-        lines = [api.cancel(job_id) for _, job_id, _ in submitted if job_id not in done]
-        raise Interrupted("; ".join(lines) or "interrupted before any job was submitted") from None
+        lines = [api.cancel(job_id) for _, job_id, _ in submitted if job_id not in ended]
+        raise Interrupted("; ".join(lines) or "no job was running on the endpoint") from None
     finally:
         if volume is not None:
             volume.remove_uploads()
-    if len(jobs) > 1 and failures:
-        first = failures[0]
-        raise JobFailed(first.job_id, first.status, f"{len(failures)} of {len(jobs)} jobs failed: "
-                        + "; ".join(str(f) for f in failures))
     if failures:
-        raise failures[0]
+        job_id, first = failures[0]
+        if len(jobs) == 1:
+            raise first
+        status = first.status if isinstance(first, JobFailed) else "COMPLETED"
+        raise JobFailed(job_id, status, f"{len(failures)} of {len(jobs)} jobs failed: "
+                        + "; ".join(str(exc) for _, exc in failures), results)
     return results
 
 
@@ -649,7 +674,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m infinitetalk_worker.client",
         description="Make a lip-synced talking video with an InfiniteTalk endpoint.",
         epilog="Environment: RUNPOD_ENDPOINT_ID, RUNPOD_API_KEY, INFINITETALK_API_URL; for big "
-        "files RUNPOD_VOLUME_ID, RUNPOD_DATACENTER, RUNPOD_S3_ACCESS_KEY, RUNPOD_S3_SECRET_KEY.",
+        "files RUNPOD_VOLUME_ID, RUNPOD_DATACENTER, RUNPOD_S3_ACCESS_KEY, RUNPOD_S3_SECRET_KEY "
+        "(and RUNPOD_S3_ENDPOINT_URL, RUNPOD_VOLUME_MOUNT where they differ from RunPod's).",
     )
     media = p.add_argument_group("media (a local file, an http(s) URL, or a /runpod-volume/ path)")
     media.add_argument("--image", help="portrait image (image-to-video)")
@@ -731,20 +757,27 @@ def main(argv: list[str] | None = None) -> int:
             bar.done()
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:                 # a second Ctrl-C while the job was being cancelled
+        return 130
     except ClientError as exc:
         if bar:
             bar.done()
+        _print_results(exc.results if isinstance(exc, JobFailed) else [])
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if bar:
         bar.done()
+    _print_results(results)
+    return 0
+
+
+def _print_results(results: list[Result]) -> None:
     for result in results:
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         facts = ", ".join(f"{k} {result.metadata[k]}" for k in ("seed", "frames", "duration_s")
                           if k in result.metadata)
         print(f"{result.path}" + (f" ({facts})" if facts else ""))
-    return 0
 
 
 def _batch_jobs(args: argparse.Namespace) -> list[tuple[Path, dict[str, Any]]]:
@@ -770,7 +803,7 @@ class _atomic_file:
         self.dest = Path(dest)
         self.part = self.dest.with_name(self.dest.name + ".part")
 
-    def __enter__(self):
+    def __enter__(self) -> BinaryIO:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.file = self.part.open("wb")
         return self.file

@@ -204,6 +204,8 @@ class ComfyClient:
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeout("the job's deadline passed before ComfyUI could start it; raise JOB_TIMEOUT_S")
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled("the job was cancelled before ComfyUI started it")
             stream = _Stream(self._ws_url(run.client_id))
             if not self._connect(stream):
                 raise self._died(run)
@@ -587,9 +589,9 @@ class _Run:
 
     def sampling_window(self) -> str | None:
         """ "window 3 of 12" while the sampler runs, else None."""
-        if self.window is None or (self.node is not None and self.node not in self.samplers):
+        if self.node not in self.samplers:
             return None
-        window = self.window
+        window = self.window or 1  # no step done yet: the first window
         if self.step is not None and self.step[0] >= self.step[1] and self.windows and window < self.windows:
             window += 1  # its last step is done: the loop has moved on to the next window
         return f"window {window}" + (f" of {self.windows}" if self.windows else "")

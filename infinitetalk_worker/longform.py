@@ -143,7 +143,7 @@ class LongFormEncoder:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def __enter__(self) -> "LongFormEncoder":
+    def __enter__(self) -> LongFormEncoder:
         self.start()
         return self
 
@@ -343,13 +343,13 @@ class LongFormEncoder:
 
 
 def run(
-    client: "ComfyClient",
-    graph: "Graph",
-    media: "JobMedia",
+    client: ComfyClient,
+    graph: Graph,
+    media: JobMedia,
     *,
     out_dir: Path,
     on_progress: Callable[[dict], None] | None = None,
-    on_comfy_progress: Callable[["Progress"], None] | None = None,
+    on_comfy_progress: Callable[[Progress], None] | None = None,
     deadline: float | None = None,
     cancel: threading.Event | None = None,
     job_id: str = "",

@@ -75,6 +75,10 @@ class Pipeline:
             with self.generate(request, ctx, timer) as generated:
                 with timer.stage("deliver"):
                     result = delivery.deliver(generated, request, self.settings, ctx)
+            if generated.partial:
+                # The job did not finish, so RunPod must mark it FAILED; the frames it made are
+                # delivered beside the error rather than thrown away.
+                result["error"] = f"{generated.warnings[-1]}; the partial video is in the job output"
             return result
         except ComfyUnavailable as e:
             log.error("job=%s failed: %s (asking RunPod for a fresh worker)", ctx.job_id, e.message)
@@ -114,8 +118,8 @@ class Pipeline:
             if long_form:
                 with timer.stage("run", f"workflow={graph.name} windows={graph.windows} long_form=yes"):
                     video, partial, warnings = longform.run(
-                        self.client, graph, media, settings,
-                        out_dir=job_dir, on_progress=report, deadline=deadline, cancel=ctx.cancel,
+                        self.client, graph, media, out_dir=job_dir, on_progress=report,
+                        deadline=deadline, cancel=ctx.cancel, job_id=ctx.job_id,
                     )
             else:
                 with timer.stage("run", f"workflow={graph.name} windows={graph.windows}"):

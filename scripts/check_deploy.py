@@ -19,6 +19,7 @@ tool is missing.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import re
@@ -278,14 +279,24 @@ def _pip_problems(tokens: list[str], args: dict[str, str], copies: dict[str, Pat
 
 # --- paths -----------------------------------------------------------------------------------
 
-def path_problems() -> list[str]:
+def _ignored(source: str, patterns: list[str]) -> bool:
+    parts = Path(source).parts
+    return any(fnmatch.fnmatch("/".join(parts[:i]), pattern.strip("/"))
+               for pattern in patterns for i in range(1, len(parts) + 1))
+
+
+def path_problems(dockerignore: Path = REPO / ".dockerignore") -> list[str]:
     problems = []
     text = DOCKERFILE.read_text()
+    ignore = [line.strip() for line in dockerignore.read_text().splitlines()
+              if line.strip() and not line.startswith(("#", "!"))] if dockerignore.is_file() else []
     for word, rest in _instructions(text):
         if word == "COPY" and "--from" not in rest:
             for source in [p for p in rest.split() if not p.startswith("--")][:-1]:
                 if not (REPO / source).exists():
                     problems.append(f"Dockerfile: COPY {source}: no such file in the repository")
+                elif _ignored(source, ignore):
+                    problems.append(f"Dockerfile: COPY {source}: excluded from the build by .dockerignore")
         if word == "ENTRYPOINT":
             target = json.loads(rest)[0]
             if target != "/app/entrypoint.sh" or not ENTRYPOINT.is_file():

@@ -65,6 +65,7 @@ class RunPodStandin:
         self.to_stop: list[str] = []
         self.calls: list[tuple[str, str]] = []
         self.takes = 0
+        self.status_errors = 0                # answer this many /status calls with HTTP 502
         self.cond = threading.Condition()
         standin = self
 
@@ -182,6 +183,9 @@ class RunPodStandin:
 
     def _status(self, req: BaseHTTPRequestHandler, job_id: str) -> None:
         with self.cond:
+            if self.status_errors:
+                self.status_errors -= 1
+                return _reply(req, 502, {"error": "bad gateway"})
             job = self.jobs.get(job_id)
             if job is None:
                 return _reply(req, 404, {"error": "request does not exist"})
@@ -244,7 +248,10 @@ def _reply(req: BaseHTTPRequestHandler, code: int, body: Any, raw: bytes | None 
         req.send_header(name, value)
     req.end_headers()
     if req.command != "HEAD":
-        req.wfile.write(data)
+        try:
+            req.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                              # the worker was stopped in the middle of a long poll
 
 
 # --- A network volume's S3 API on loopback ----------------------------------------------------
@@ -475,6 +482,23 @@ def test_an_expired_job_is_explained(runpod, media, tmp_path):
     assert "is unknown to the endpoint" in done.stderr and "expire 30 minutes" in done.stderr
 
 
+def test_a_passing_gateway_error_while_polling_loses_nothing(runpod, media, tmp_path):
+    def worker(job: Job) -> None:
+        runpod.report(job, window_progress(2)[0])
+        with runpod.cond:
+            runpod.status_errors = 2
+        runpod.report(job, window_progress(2)[1])
+        runpod.finish(job, output={"video": base64.b64encode(media["mp4"].read_bytes()).decode()})
+
+    thread = play_worker(runpod, worker)
+    out = tmp_path / "talk.mp4"
+    done = run_cli(["--image", media["image"], "--audio", media["audio"], "-o", out], runpod.client_env())
+    join_worker(thread)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == media["mp4"].read_bytes()
+    assert len(runpod.called("POST", f"/v2/{ENDPOINT}/run")) == 1
+
+
 def test_ctrl_c_cancels_the_job_on_the_endpoint(runpod, media, tmp_path):
     thread = play_worker(runpod, lambda job: runpod.report(job, window_progress(4)[0]))
     proc = start_cli(["--image", media["image"], "--audio", media["audio"], "-o", tmp_path / "t.mp4"],
@@ -593,8 +617,31 @@ def test_batch_makes_one_video_per_audio_file(runpod, media, tmp_path):
     join_worker(thread)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert sorted(Path(line).name for line in done.stdout.split()) == ["a.mp4", "b.mp4", "c.mp4"]
     sent = sorted(base64.b64decode(j.input["wav_base64"]) for j in runpod.jobs.values())
     assert sent == sorted((memos / n).read_bytes() for n in ("a.wav", "b.mp3", "c.m4a"))
+
+
+def test_batch_goes_on_past_a_failed_job_and_names_it(runpod, media, tmp_path):
+    memos = tmp_path / "memos"
+    memos.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        speech(memos / name, f"Memo {name}.")
+    video_b64 = base64.b64encode(media["mp4"].read_bytes()).decode()
+
+    def worker(job: Job) -> None:
+        runpod.finish(job, output={"video": video_b64})
+        runpod.finish(runpod.take(), "FAILED", error="wav_base64: the audio is silent")
+        runpod.finish(runpod.take(), output={"video": video_b64})
+
+    thread = play_worker(runpod, worker)
+    out = tmp_path / "videos"
+    done = run_cli(["--image", media["image"], "--audio-dir", memos, "--out-dir", out], runpod.client_env())
+    join_worker(thread)
+    assert done.returncode == 1
+    assert "1 of 3 jobs failed" in done.stderr and "wav_base64: the audio is silent" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
+    assert sorted(Path(line).name for line in done.stdout.split()) == ["a.mp4", "c.mp4"]
 
 
 # --- Against the real worker: its local API, and RunPod's queue with handler.py behind it -----
@@ -672,26 +719,28 @@ def test_local_api_turns_a_portrait_and_a_memo_into_an_mp4(local_api, media, tmp
                     "--width", 256, "--height", 256, "--seed", 5], env)
     assert done.returncode == 0, done.stderr
     info = probe(out)
-    assert (info["width"], info["height"]) == (256, 256)
+    assert (info["video"]["width"], info["video"]["height"]) == (256, 256)
     assert info["audio"] is not None
     assert abs(info["duration_s"] - _audio_seconds(media["audio"])) < 0.2
     assert "seed 5" in done.stdout
     assert "running, no progress reported yet" in done.stderr
 
 
-def test_local_api_reads_a_big_file_from_the_volume(local_api, tmp_path):
+def test_local_api_big_files_and_the_result_travel_through_the_volume(local_api, tmp_path):
     env, _, settings = local_api
     s3 = S3Standin(settings.volume_dir)
     image = portrait(tmp_path / "face.jpg", 320, 320)
     audio = speech(tmp_path / "memo.wav", "A memo too big to send inline.", seconds=3.0)
     out = tmp_path / "talk.mp4"
     done = run_cli(["--image", image, "--audio", audio, "-o", out, "--width", 256, "--height", 256,
-                    "--inline-limit-mb", "0.01"], env | s3.client_env())
+                    "--inline-limit-mb", "0.01", "--network-volume"], env | s3.client_env())
     s3.close()
     assert done.returncode == 0, done.stderr
     assert abs(probe(out)["duration_s"] - _audio_seconds(audio)) < 0.2
     puts = [key for method, key in s3.calls if method == "PUT"]
     assert sorted(Path(k).name for k in puts) == ["face.jpg", "memo.wav"]
+    gets = [key for method, key in s3.calls if method == "GET"]
+    assert len(gets) == 1 and (settings.volume_dir / gets[0]).read_bytes() == out.read_bytes()
     assert not list(settings.volume_dir.rglob("memo.wav")), "uploads are removed after the job"
 
 
@@ -703,6 +752,13 @@ def test_local_api_failure_prints_the_workers_sentence(local_api, media, tmp_pat
     assert re.search(r"error: job test-[\w-]+ failed: image_path: ", done.stderr), done.stderr
     assert "Traceback" not in done.stderr
     assert not any(r["path"] == "/prompt" for r in standin.requests())
+
+    standin.set_behaviour({"fail": "exec_error", "at_window": 1})
+    done = run_cli(["--image", media["image"], "--audio", media["audio"], "-o", tmp_path / "t.mp4",
+                    "--width", 256, "--height", 256], env)
+    assert done.returncode == 1
+    assert re.search(r"error: job test-[\w-]+ failed: .*WanVideoSampler", done.stderr), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "t.mp4").exists()
 
 
 def test_local_api_batch_over_three_memos(local_api, media, tmp_path):

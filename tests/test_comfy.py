@@ -352,7 +352,7 @@ def test_a_hung_run_is_interrupted_at_the_deadline(comfy_standin, media):
 
 
 def test_cancel_interrupts_the_run(comfy_standin, media):
-    standin = comfy_standin({"step_delay_s": 0.2})
+    standin = comfy_standin({"step_delay_s": 0.5})
     client = ComfyClient(standin.settings())
     cancel = threading.Event()
     reports: list[Progress] = []
@@ -366,6 +366,20 @@ def test_cancel_interrupts_the_run(comfy_standin, media):
     assert isinstance(run.get("error"), JobCancelled)
     assert "cancelled during window 1 of 3" in str(run["error"])
     assert posted(standin, "/interrupt")
+
+
+def test_an_interrupt_from_elsewhere_ends_the_job_as_cancelled(comfy_standin, media):
+    standin = comfy_standin({"step_delay_s": 0.5})
+    client = ComfyClient(standin.settings())
+    reports: list[Progress] = []
+
+    run = run_in_thread(client, staged_graph(client, media, "rp-job-x"), on_progress=reports.append)
+    wait_for(lambda: any(p.window for p in reports))
+    requests.post(f"{standin.url}/interrupt", json={}, timeout=5).raise_for_status()
+    run["thread"].join(timeout=30)
+
+    assert isinstance(run.get("error"), JobCancelled)
+    assert str(run["error"]) == "ComfyUI's run was interrupted during window 1 of 3 by someone else; retry the job"
 
 
 # --- two jobs at once, and cleanup ---------------------------------------------------------------------

@@ -233,6 +233,12 @@ def test_every_path_the_dockerfile_copies_and_the_entrypoint_runs_exists():
     assert check_deploy.path_problems() == []
 
 
+def test_a_copied_path_missing_or_excluded_by_dockerignore_is_caught(tmp_path):
+    ignore = tmp_path / ".dockerignore"
+    ignore.write_text((REPO / ".dockerignore").read_text() + "\nexamples\n")
+    assert "Dockerfile: COPY examples: excluded from the build by .dockerignore" in check_deploy.path_problems(ignore)
+
+
 def test_the_manifest_covers_every_model_file_the_graphs_name():
     assert check_deploy.model_problems() == []
 

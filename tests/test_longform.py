@@ -14,6 +14,7 @@ import datetime
 import io
 import math
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class StreamingNode:
     def windows(self) -> int:
         return len(node_frames(self.total_frames))
 
-    def start(self) -> "StreamingNode":
+    def start(self) -> StreamingNode:
         self._thread = threading.Thread(target=self._write, daemon=True)
         self._thread.start()
         return self
@@ -125,7 +126,7 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "MemoryWatch":
+    def __enter__(self) -> MemoryWatch:
         self._thread.start()
         return self
 
@@ -147,7 +148,8 @@ class MemoryWatch:
         return (self.peak_self - self.baseline) / 2**20
 
 
-def make_job(tmp_path: Path, audio: Path, seconds: float, **node_options) -> tuple[LongFormEncoder, StreamingNode, list[dict]]:
+def make_job(tmp_path: Path, audio: Path, seconds: float,
+             **node_options) -> tuple[LongFormEncoder, StreamingNode, list[dict]]:
     frames = math.ceil(seconds * FPS)
     updates: list[dict] = []
     job_dir = tmp_path / f"job-{seconds:g}"
@@ -167,7 +169,7 @@ def frame_count(path: Path) -> int:
 @pytest.mark.slow
 def test_ten_minutes_of_audio_make_a_complete_mp4_with_flat_memory(tmp_path, speech):
     peaks: dict[float, MemoryWatch] = {}
-    for seconds in (60.0, 300.0, 600.0):
+    for seconds in (4.0, 60.0, 300.0, 600.0):  # the first one only warms up (imports, caches)
         audio = speech(seconds)
         encoder, node, updates = make_job(tmp_path, audio, seconds)
         with MemoryWatch() as watch, encoder:
@@ -190,12 +192,13 @@ def test_ten_minutes_of_audio_make_a_complete_mp4_with_flat_memory(tmp_path, spe
         assert not (tmp_path / f"job-{seconds:g}" / "frames").exists()
         assert sorted(p.name for p in (tmp_path / f"job-{seconds:g}").iterdir()) == ["result.mp4"]
 
-    # Holding the frames (what the short path does) would add 10x as much for 10 minutes as
-    # for 1 (184 MB of 64x64 RGB); streaming keeps both the worker and ffmpeg flat.
+    # Holding the frames, as the short path does, would take 10x as much for 10 minutes as for
+    # 1 (184 MB of 64x64 RGB for 10); streaming keeps the worker and ffmpeg flat.
     held_10min_mb = math.ceil(600 * FPS) * 64 * 64 * 3 / 2**20
-    one, ten = peaks[60.0], peaks[600.0]
-    assert ten.growth_mb < one.growth_mb + 0.1 * held_10min_mb, (one.growth_mb, ten.growth_mb)
-    assert ten.peak_ffmpeg < one.peak_ffmpeg + 0.1 * held_10min_mb * 2**20
+    growth = [peaks[s].growth_mb for s in (60.0, 300.0, 600.0)]
+    ffmpeg = [peaks[s].peak_ffmpeg / 2**20 for s in (60.0, 300.0, 600.0)]
+    assert max(growth) - min(growth) < 0.05 * held_10min_mb, growth
+    assert max(ffmpeg) - min(ffmpeg) < 0.05 * held_10min_mb, ffmpeg
 
 
 def test_progress_arrives_window_by_window_while_frames_are_encoded(tmp_path, speech):
@@ -425,14 +428,15 @@ def worker_on_runpod(comfy_standin, tmp_path):
         fake = FakeRunPod()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
         env.update({**settings.to_env(), **fake.env(), "PYTHONUNBUFFERED": "1"})
-        proc = subprocess.Popen([sys.executable, "handler.py"], cwd=REPO, env=env,
+        # A session of its own: the runpod SDK forks helpers that must go with the worker.
+        proc = subprocess.Popen([sys.executable, "handler.py"], cwd=REPO, env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append((proc, fake))
         return settings, fake
 
     yield start
     for proc, fake in started:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         fake.close()
 
@@ -446,9 +450,9 @@ def job_input(volume: Path, seconds: float, **extra) -> dict:
 
 
 def delivered(final: dict, tmp_path: Path, name: str) -> dict:
+    """What ffprobe says about the MP4 in the job's output."""
     import base64
 
-    assert "error" not in final, final.get("error")
     path = tmp_path / name
     path.write_bytes(base64.b64decode(final["output"]["video"], validate=True))
     return mediagen.probe(path)
@@ -460,6 +464,7 @@ def test_long_audio_on_runpod_streams_progress_and_returns_the_same_keys(worker_
     fake.submit("long", job_input(settings.volume_dir, 16.0))      # above the 10 s threshold
     short, long = fake.final("short"), fake.final("long")
 
+    assert "error" not in long, long["error"]
     info = delivered(long, tmp_path, "long.mp4")
     assert info["video"]["frames"] == 400
     assert abs(info["audio"]["duration_s"] - 16.0) <= 2 / FPS
@@ -478,6 +483,7 @@ def test_a_deadline_on_runpod_still_returns_the_finished_windows(worker_on_runpo
     info = delivered(final, tmp_path, "partial.mp4")
     assert info["video"]["frames"] == 225
     assert abs(info["audio"]["duration_s"] - 9.0) <= 2 / FPS
-    warning = " ".join(final["output"]["warnings"])
-    assert "partial video" in warning and "it covers 9.0 s of the 20.0 s audio" in warning
+    coverage = "it covers 9.0 s of the 20.0 s audio"
+    assert any("partial video" in w and coverage in w for w in final["output"]["warnings"])
+    assert coverage in final.get("error", coverage)  # a job marked failed says so too
     assert not list(settings.work_dir.iterdir())

@@ -185,6 +185,16 @@ def test_multitalk_job_through_test_input(comfy_standin, volume, tmp_path):
     assert bad.returncode == 1
     assert "sample_steps: 500 is above the maximum 50" in bad.stdout + bad.stderr
 
+    malformed = subprocess.run(
+        [sys.executable, "handler.py", "--test_input",
+         json.dumps({"input": {**job["input"], "audio_paths": [str(volume["one"])]}})],
+        cwd=REPO, env=_env(settings), capture_output=True, text=True, timeout=120,
+    )
+    assert malformed.returncode == 1
+    said = malformed.stdout + malformed.stderr
+    assert "audio_paths: must be an object" in said
+    assert "Traceback" not in said and "error_traceback" not in said, "a sentence, never a traceback"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -219,8 +229,8 @@ def test_multitalk_job_through_the_local_api(comfy_standin, volume, tmp_path):
             "height": 256,
         }
         job = requests.post(f"{base}/run", json={"input": job_input}, timeout=10).json()
-        status = requests.get(f"{base}/status/{job['id']}", timeout=180).json()
-        assert status["status"] == "COMPLETED", status
+        status = requests.post(f"{base}/status/{job['id']}", timeout=180).json()
+        assert status.get("status") == "COMPLETED", (job, str(status)[:2000])
         output = status["output"]
         assert output["status"] == "success" and re.fullmatch(r"[\w-]+\.mp4", output["filename"])
         assert "video" not in output, "one result key: video_base64"
@@ -231,7 +241,7 @@ def test_multitalk_job_through_the_local_api(comfy_standin, volume, tmp_path):
 
         bad_input = {**job_input, "audio_paths": {"person1": str(volume["folder"] / "missing.wav")}}
         bad = requests.post(f"{base}/run", json={"input": bad_input}, timeout=10).json()
-        status = requests.get(f"{base}/status/{bad['id']}", timeout=60).json()
+        status = requests.post(f"{base}/status/{bad['id']}", timeout=60).json()
         assert status["status"] == "FAILED"
         assert status["error"].startswith("audio_paths.person1:"), status["error"]
     finally:

@@ -207,15 +207,16 @@ def load_transcript(name: str) -> dict:
 
 # --- the recordings, replayed ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["a1_success_image", "a2_success_video_vhs", "b_validation_errors",
-                                  "c1_execution_error_wanvideo_loader", "c2_execution_error_corrupt_image",
-                                  "e_queue_system_stats_prompt"])
-def test_replayed_transcript_matches_the_recording(comfy_standin, tmp_path, name):
+def test_replayed_transcripts_match_the_recordings(comfy_standin, tmp_path):
+    # One server for all, as in the lab: e first (it reads an empty history), then in recording order.
     standin = comfy_standin(object_info=FULL_OBJECT_INFO, models=False)
     # The lab machine had this zero-byte file in models/diffusion_models when it recorded b and c1.
     (standin.models_dir / "diffusion_models").mkdir(parents=True, exist_ok=True)
     (standin.models_dir / "diffusion_models" / "lab_placeholder_zero_bytes.safetensors").write_bytes(b"")
-    replay(standin, load_transcript(name), tmp_path)
+    for name in ["e_queue_system_stats_prompt", "a1_success_image", "a2_success_video_vhs",
+                 "b_validation_errors", "c1_execution_error_wanvideo_loader",
+                 "c2_execution_error_corrupt_image"]:
+        replay(standin, load_transcript(name), tmp_path)
 
 
 def test_interrupt_and_queue_race_match_the_recording(comfy_standin, tmp_path):
@@ -331,8 +332,8 @@ def test_infinitetalk_graph_writes_a_real_mp4_cut_to_the_audio(talking):
 
 
 def test_video_to_video_graph_moves_with_the_source_clip(talking):
-    standin = talking(seconds=4.0)
-    video(standin.input_dir / "rp-abc" / "clip.mp4", seconds=1.0, fps=25, width=96, height=64)
+    standin = talking(seconds=2.0)
+    video(standin.input_dir / "rp-abc" / "clip.mp4", seconds=1.0, fps=25, width=96, height=64, audio=False)
     graph = infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", steps=1)
     graph["5"] = {"class_type": "VHS_LoadVideo", "inputs": {
         "video": "rp-abc/clip.mp4", "force_rate": 0, "custom_width": 0, "custom_height": 0,
@@ -347,7 +348,7 @@ def test_video_to_video_graph_moves_with_the_source_clip(talking):
     out = standin.output_dir / "rp-test" / "infinitetalk_00001-audio.mp4"
     info = probe(out)
     assert (info["video"]["width"], info["video"]["height"]) == (64, 64)
-    assert 90 <= info["video"]["frames"] < 100                 # 100 frames of audio, trimmed
+    assert 40 <= info["video"]["frames"] < 50                  # 50 frames of audio, trimmed
     # The 25-frame clip loops under the audio: frame 0 and frame 25 match, frame 12 does not.
     frames = [_frame(out, i) for i in (0, 12, 25)]
     assert _differs(frames[0], frames[1]) > 5 * _differs(frames[0], frames[2])
@@ -423,7 +424,7 @@ def test_oom_fails_the_sampler_in_the_chosen_window(talking):
 
 
 def test_exec_error_set_at_run_time_hits_the_chosen_node_then_clears_after_times(talking):
-    standin = talking(seconds=2.0)
+    standin = talking(seconds=1.0)
     standin.set_behaviour({"fail": "exec_error", "node_type": "WanVideoVAELoader", "times": 1})
     graph = infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", steps=1)
     ws, prompt_id = submit(standin, graph)
@@ -461,8 +462,8 @@ def test_die_kills_the_process_in_the_chosen_window(talking, tmp_path):
 
 
 def test_ws_drop_closes_the_socket_once_and_the_run_completes(talking):
-    standin = talking(seconds=4.4, behaviour={"fail": "ws_drop", "at_window": 2})
-    ws, prompt_id = submit(standin, infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", steps=2))
+    standin = talking(seconds=3.6, behaviour={"fail": "ws_drop", "at_window": 2})
+    ws, prompt_id = submit(standin, infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", steps=1))
     ws.wait_closed()
     assert not any(_is_end(m) for m in ws.messages)
     reconnected = WsClient(standin.url, "tester")
@@ -477,7 +478,7 @@ def test_ws_drop_closes_the_socket_once_and_the_run_completes(talking):
 
 
 def test_startup_delay_refuses_connections_until_ready(comfy_standin):
-    standin = comfy_standin({"startup_delay_s": 2.0})
+    standin = comfy_standin({"startup_delay_s": 1.0})
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{standin.url}/system_stats", timeout=5)
     standin.wait_ready()

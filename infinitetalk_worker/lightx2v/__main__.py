@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"infinitetalk lightx2v: {e}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m infinitetalk_worker.lightx2v", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m infinitetalk_worker.lightx2v", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default=settings.lightx2v_host, help="address to listen on (LIGHTX2V_HOST)")
     parser.add_argument("--port", type=int, default=settings.lightx2v_port, help="port, 0 for any free one (LIGHTX2V_PORT)")
     args = parser.parse_args(argv)

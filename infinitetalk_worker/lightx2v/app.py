@@ -5,8 +5,9 @@ create (JSON, with or without the trailing slash, and multipart) answers
 `{task_id, task_status: "pending", save_result_path}` or 503 when the queue is full; status,
 result stream, queue status, cancel, file download below outputs/ only (403 elsewhere), service
 status and metadata. Where LightX2V answers 500 for a caller's mistake, this service answers
-4xx with `{"detail": "<field>: <problem>"}`: 400 bad input, 404 unknown task, 409 a task id or
-result path in use, 413 a body over LIGHTX2V_MAX_UPLOAD_MB, 422 a malformed body.
+4xx with `{"detail": "<field>: <problem>"}`: 400 bad input, 404 unknown task, 409 a task id in
+use or a result path held by an unfinished task, 413 a body over LIGHTX2V_MAX_UPLOAD_MB, 415 a
+form that is not multipart, 422 a malformed body.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class TaskService:
     def create(self, task_id: str, message: VideoTaskRequest) -> TaskResponse:
         save = self._result_path(message.save_result_path or task_id)
         job, names, request = translate.parse(message, self.settings)
-        self.store.create(task_id, job, names, save, self.settings.lightx2v_max_queue_size)
+        replaced = self.store.create(task_id, job, names, save, self.settings.lightx2v_max_queue_size)
+        if replaced:
+            (self.outputs / save).unlink(missing_ok=True)
+            log.info("task=%s takes over %s from finished task %s, which is forgotten", task_id, save, replaced)
         log.info("task=%s created: workflow=%s result=%s", task_id, request.workflow, save)
         self.runner.notify()
         return TaskResponse(task_id=task_id, task_status=PENDING, save_result_path=save)

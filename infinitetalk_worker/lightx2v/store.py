@@ -105,8 +105,12 @@ class TaskStore:
 
     def create(
         self, task_id: str, job_input: dict, field_names: dict, save_result_path: str, max_active: int
-    ) -> Task:
+    ) -> str | None:
+        """Add a pending task. Returns the id of a finished task whose result path it takes over
+        (that task is forgotten, as LightX2V overwrites the file); a waiting or running holder
+        of the path, or the same task id, is a DuplicateTask."""
         now = time.time()
+        replaced = None
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -115,16 +119,19 @@ class TaskStore:
                 ).fetchone()[0]
                 if active >= max_active:
                     raise QueueFull(f"Task queue is full (max {max_active} tasks)")
-                clash = self._db.execute(
-                    "SELECT task_id, save_result_path FROM tasks WHERE task_id = ? OR save_result_path = ?",
-                    (task_id, save_result_path),
+                if self._db.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)).fetchone():
+                    raise DuplicateTask(f"task_id: {task_id} already exists")
+                holder = self._db.execute(
+                    "SELECT task_id, status FROM tasks WHERE save_result_path = ?", (save_result_path,)
                 ).fetchone()
-                if clash:
-                    if clash[0] == task_id:
-                        raise DuplicateTask(f"task_id: {task_id} already exists")
+                if holder and holder[1] in ACTIVE:
                     raise DuplicateTask(
-                        f"save_result_path: {save_result_path} is already the result of task {clash[0]}"
+                        f"save_result_path: {save_result_path} is the result of task {holder[0]}, "
+                        "which has not finished; choose another path"
                     )
+                if holder:
+                    replaced = holder[0]
+                    self._db.execute("DELETE FROM tasks WHERE task_id = ?", (replaced,))
                 self._db.execute(
                     "INSERT INTO tasks (task_id, status, job_input, field_names, save_result_path, created_at,"
                     " start_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -134,7 +141,7 @@ class TaskStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return self.get(task_id)  # type: ignore[return-value]
+        return replaced
 
     def get(self, task_id: str) -> Task | None:
         with self._lock:

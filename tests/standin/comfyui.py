@@ -184,7 +184,7 @@ class StandIn:
     async def log_requests(self, request: web.Request, handler):
         entry: dict[str, Any] = {"t": time.time(), "method": request.method, "path": request.path,
                                  "query": dict(request.query)}
-        if request.content_type == "application/json" and request.can_read_body:
+        if request.can_read_body and not request.content_type.startswith("multipart/"):
             try:
                 entry["body"] = json.loads(await request.text())
             except ValueError:

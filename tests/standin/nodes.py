@@ -393,7 +393,7 @@ def wav2vec_embeds(ctx: Context, audio_1: Audio, normalize_loudness: bool, num_f
 # --- the InfiniteTalk loop --------------------------------------------------------------------------
 
 @node("WanVideoImageToVideoMultiTalk")
-def multitalk_embeds(ctx: Context, width: int, height: int, frame_window_size: int, motion_frame: int,
+def image_to_video_multitalk(ctx: Context, width: int, height: int, frame_window_size: int, motion_frame: int,
                      start_image: Frames | None = None, mode: str = "auto", output_path: str = "",
                      **_: Any):
     window = ((frame_window_size - 1) // 4) * 4 + 1
