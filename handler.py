@@ -16,6 +16,7 @@ import threading
 import runpod
 
 from infinitetalk_worker import multitalk
+from infinitetalk_worker.errors import InputError
 from infinitetalk_worker.pipeline import JobContext, Pipeline
 from infinitetalk_worker.settings import Settings
 
@@ -61,8 +62,11 @@ def _run(job: dict, cancel: threading.Event) -> dict:
         logging.getLogger("infinitetalk").exception("job=%s: the worker could not start", job_id)
         return {"error": f"worker configuration: {e}", "refresh_worker": True}
     if isinstance(job_input, dict) and multitalk.is_multitalk(job_input):
-        result = pipeline.run_job(multitalk.to_job_input(job_input), ctx)
-        return multitalk.shape_result(result, job_id)
+        try:
+            translated = multitalk.to_job_input(job_input)
+        except InputError as e:
+            return {"error": e.message}
+        return multitalk.shape_result(pipeline.run_job(translated, ctx), job_id)
     return pipeline.run_job(job_input, ctx)
 
 

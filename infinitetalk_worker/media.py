@@ -268,7 +268,15 @@ def _prepare(request: Request, settings: Settings, job_dir: Path) -> JobMedia:
                 )
 
     fps = I2V_FPS if video_info is None else video_info.fps
-    frames = request.max_frame or math.ceil(round(seconds * fps, 6))
+    frames = math.ceil(round(seconds * fps, 6))
+    if request.max_frame is not None:
+        if request.max_frame > frames:
+            # InfiniteTalk stops where the audio stops: say so rather than promise more frames.
+            warnings.append(
+                f"max_frame: {request.max_frame} is more than the audio's {frames} frames at {fps:g} fps; "
+                "the video is as long as the audio"
+            )
+        frames = min(request.max_frame, frames)
     if frames > settings.max_frames:
         raise InputError(
             audio_field,

@@ -99,7 +99,7 @@ class Pipeline:
         timer = timer or _Timer(ctx.job_id)
         settings = self.settings
         tag = f"rp-{_safe(ctx.job_id)[:40]}-{uuid.uuid4().hex[:8]}"
-        job_dir = settings.work_dir / tag
+        job_dir = settings.work_dir.resolve() / tag
         job_dir.mkdir(parents=True, exist_ok=False)
         staged_any = False
         try:
@@ -119,7 +119,7 @@ class Pipeline:
                 with timer.stage("run", f"workflow={graph.name} windows={graph.windows} long_form=yes"):
                     video, partial, warnings = longform.run(
                         self.client, graph, media, out_dir=job_dir, on_progress=report,
-                        deadline=deadline, cancel=ctx.cancel, job_id=ctx.job_id,
+                        on_comfy_progress=report.comfy, deadline=deadline, cancel=ctx.cancel, job_id=ctx.job_id,
                     )
             else:
                 with timer.stage("run", f"workflow={graph.name} windows={graph.windows}"):
@@ -147,32 +147,55 @@ class Pipeline:
 
 
 class _ProgressReporter:
-    """Turns ComfyUI progress into the dicts callers see (RunPod progress_update, the task API)."""
+    """Turns ComfyUI progress into the dicts callers see (RunPod progress_update, the task API).
+
+    Updates come from two places (ComfyUI's sampler steps, and the long-form encoder counting
+    finished windows); the percentage a user sees never goes backwards between them.
+    """
 
     def __init__(self, ctx: JobContext, windows: int):
         self.ctx = ctx
         self.windows = windows
-        self.last_sent = 0.0
+        self.window = 0
+        self.percent = 0.0
 
     def __call__(self, update: dict) -> None:
         if self.ctx.on_progress is None:
             return
+        self.percent = max(self.percent, float(update.get("percent") or 0.0))
+        self.windows = max(self.windows, int(update.get("windows") or 0))
+        self.window = max(self.window, int(update.get("window") or 0))
+        update = {**update, "percent": self.percent}
         try:
             self.ctx.on_progress(update)
         except Exception:  # progress is best effort: never fail a job over it
             log.exception("job=%s progress callback failed", self.ctx.job_id)
 
     def comfy(self, p: Progress) -> None:
-        windows = p.windows or self.windows
-        window = p.window or 1
-        done = (window - 1 + (p.value / p.max if p.max else 0)) / max(windows, 1)
+        if p.window is None:
+            # Model loading before the first window, the video writer after the last one: the
+            # bar holds where it is and the message says what ComfyUI is doing.
+            self(
+                {
+                    "stage": "sampling" if self.window else "loading",
+                    "message": p.message,
+                    "percent": self.percent,
+                    "window": self.window or None,
+                    "windows": self.windows,
+                    "elapsed_s": round(p.elapsed_s, 1),
+                    "eta_s": None,
+                }
+            )
+            return
+        windows = max(p.windows or self.windows, p.window)
+        done = (p.window - 1 + (p.value / p.max if p.max else 0)) / max(windows, 1)
         eta = p.elapsed_s / done - p.elapsed_s if done > 0 else None
         self(
             {
                 "stage": "sampling",
                 "message": p.message,
-                "percent": round(100 * done, 1),
-                "window": window,
+                "percent": round(100 * min(done, 1.0), 1),
+                "window": p.window,
                 "windows": windows,
                 "elapsed_s": round(p.elapsed_s, 1),
                 "eta_s": round(eta, 1) if eta is not None else None,
@@ -196,4 +219,5 @@ def _final_video(files: list[Path], job_dir: Path) -> Path:
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in str(text)) or "job"
+    """ASCII letters, digits, '-' and '_' only: the tag names folders and ComfyUI files."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in str(text)) or "job"

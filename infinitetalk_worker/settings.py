@@ -137,7 +137,7 @@ class Settings:
     lightx2v_max_queue_size: int = _setting(
         "LIGHTX2V_MAX_QUEUE_SIZE",
         10,
-        "Most tasks waiting or running at once; creating one more answers HTTP 503.",
+        "Maximum number of tasks waiting or running at once; creating one more answers HTTP 503.",
     )
     lightx2v_max_upload_mb: int = _setting(
         "LIGHTX2V_MAX_UPLOAD_MB",

@@ -31,9 +31,10 @@ WORKFLOW_NAMES = ("I2V_single", "I2V_multi", "V2V_single", "V2V_multi")
 # InfiniteTalk samples whole windows: 81 frames, then 72 new ones per window (9 overlap).
 FRAME_WINDOW = 81
 MOTION_FRAMES = 9
-# What MultiTalkWav2VecEmbeds accepts (num_frames, fps maxima of its schema); a test compares
-# them with the node schema so a node-pack update that changes them is noticed.
-MAX_FRAMES_PER_RUN = 10000
+# What MultiTalkWav2VecEmbeds accepts (the fps maximum of its schema); a test compares it with
+# the node schema so a node-pack update that changes it is noticed. Its num_frames widget stops
+# at 10000, but the graphs feed it from an INTConstant ("Frame count") and ComfyUI range-checks
+# only literal values, so the frame limit is the job's setting (MAX_FRAMES), not the widget's.
 MAX_FPS = 60.0
 
 MASKS_FOLDER = "speaker_masks"
@@ -184,12 +185,13 @@ def build_graph(request, media, staged: dict[str, str], settings: Settings, *, p
         field = request.video.field if request.video else "video_path"
         raise InputError(field, f"the video runs at {media.fps:g} fps; InfiniteTalk takes at most "
                                 f"{MAX_FPS:g} fps, convert the clip to a lower frame rate")
-    if media.frames > MAX_FRAMES_PER_RUN:
+    if media.frames > settings.max_frames:
+        # request.py and media.py refuse this first; a graph must never be built past the limit.
         field = "max_frame" if request.max_frame is not None else (request.audio.field if request.audio else "wav_path")
         raise InputError(
             field,
-            f"{media.frames} frames at {media.fps:g} fps is more than one InfiniteTalk run makes "
-            f"({MAX_FRAMES_PER_RUN}); use shorter audio or a smaller max_frame",
+            f"{media.frames} frames at {media.fps:g} fps is above the {settings.max_frames} frame "
+            "limit (MAX_FRAMES); use shorter audio or a smaller max_frame",
         )
     bindings = load_bindings(workflows_dir)
     prompt = load_workflow(name, workflows_dir)

@@ -132,6 +132,25 @@ def test_same_seed_is_echoed_and_random_seeds_differ(run_job, speech_files):
     assert job(base)["seed"] != job(base)["seed"]
 
 
+def test_max_frame_beyond_the_audio_makes_a_video_as_long_as_the_audio(run_job, speech_files, tmp_path):
+    """InfiniteTalk stops where the audio stops; a max_frame past it is cut to the audio, and
+    the result says so instead of reporting frames that were never made."""
+    job = run_job(volume_dir=speech_files["volume"])
+    result = job({"image_path": str(speech_files["portrait"]), "wav_path": str(speech_files["one"]),
+                  "max_frame": 12000})
+    info = _decode_video(result, tmp_path)
+    assert abs(info["duration_s"] - 3.2) < 0.5
+    assert result["frames"] == info["video"]["frames"] <= 81
+    assert any(w.startswith("max_frame: 12000 is more than the audio's") for w in result["warnings"])
+    [sent] = [r["body"]["prompt"] for r in job.standin.requests()
+              if r["method"] == "POST" and r["path"] == "/prompt"]
+    [count] = [nid for nid, node in sent.items() if node["_meta"]["title"] == "Frame count"]
+    assert result["frames"] <= sent[count]["inputs"]["value"] <= 81  # the audio's frames, not 12000
+    [embeds] = [node for node in sent.values() if node["_meta"]["title"] == "Audio embeds"]
+    assert embeds["inputs"]["num_frames"] == [count, 0]
+    assert _leftovers(job.settings) == []
+
+
 def test_validation_error_from_comfyui_is_one_readable_sentence(run_job, speech_files):
     job = run_job(volume_dir=speech_files["volume"])
     models = job.standin.base_dir / "models"

@@ -171,6 +171,13 @@ def test_long_audio_is_refused_with_the_cap(settings, volume, job_dir):
 def test_max_frame_overrides_the_audio_length(settings, job_dir):
     media = run({"max_frame": 33}, settings, job_dir)
     assert media.frames == 33
+    assert not any(w.startswith("max_frame") for w in media.warnings)
+
+
+def test_max_frame_past_the_audio_is_cut_to_the_audio_with_a_warning(settings, job_dir):
+    media = run({"max_frame": 5000}, settings, job_dir)
+    assert media.frames == math.ceil(round(media.audio_seconds * media.fps, 6)) < 5000
+    assert any(w.startswith("max_frame: 5000 is more than the audio's") for w in media.warnings)
 
 
 # --- images -------------------------------------------------------------------------------------

@@ -545,3 +545,25 @@ def test_bad_inputs_are_rejected_like_comfyui(talking):
         assert response.json()["error"]["type"] == "prompt_outputs_failed_validation", kind
         errors = response.json()["node_errors"]
         assert [e["type"] for n in errors.values() for e in n["errors"]] == [kind]
+
+
+def test_ranges_are_checked_on_literal_values_only(talking):
+    """ComfyUI range-checks widget values; a linked input is only type-checked. So 12000 frames
+    reach MultiTalkWav2VecEmbeds.num_frames (max 10000) through an INTConstant, not as a literal."""
+    standin = talking(seconds=1.0)
+    literal = infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", frames=12000, steps=1)
+    response = post(standin, literal)
+    assert response.status_code == 400
+    [error] = response.json()["node_errors"]["10"]["errors"]
+    assert (error["type"], error["message"], error["details"]) == \
+        ("value_bigger_than_max", "Value 12000 bigger than max of 10000", "num_frames")
+
+    linked = infinitetalk_graph("rp-abc/face.png", "rp-abc/speech.wav", steps=1)
+    linked["20"] = {"class_type": "INTConstant", "inputs": {"value": 12000}}
+    linked["10"]["inputs"]["num_frames"] = ["20", 0]
+    ws, prompt_id = submit(standin, linked)
+    messages = ws.wait_done(prompt_id)
+    assert not [m for m in messages if m["type"] == "execution_error"]
+    [gif] = history(standin, prompt_id)["outputs"]["13"]["gifs"]
+    info = probe(standin.output_dir / gif["subfolder"] / gif["filename"])
+    assert 0 < info["video"]["frames"] <= 25          # the embeds node cuts the count to the audio

@@ -125,6 +125,29 @@ def test_a_link_to_an_output_the_node_does_not_have(schema, workdir):
     assert problem.input == "image_embeds" and "has 2 outputs" in problem.message
 
 
+def test_ranges_are_checked_on_literal_values_only_like_comfyui(schema, workdir):
+    """A linked INT is only type-checked (ComfyUI's validate_inputs): 15000 frames may reach
+    MultiTalkWav2VecEmbeds.num_frames (max 10000) through an INTConstant, not as a literal."""
+    assert schema["MultiTalkWav2VecEmbeds"]["input"]["required"]["num_frames"][1]["max"] == 10000
+    edit_graph(workdir, "I2V_single", lambda p: node(p, "Frame count")["inputs"].update(value=15000))
+    assert stored_graph_problems(schema, workdir) == []
+    edit_graph(workdir, "I2V_single", lambda p: node(p, "Audio embeds")["inputs"].update(num_frames=15000))
+    problems = stored_graph_problems(schema, workdir)
+    assert [(p.kind, p.title, p.input) for p in problems] == [
+        ("out_of_range", "Audio embeds", "num_frames"),
+        ("dead_node", "Frame count", None),      # the constant no longer feeds anything
+    ]
+    assert "15000 is above the maximum 10000" in str(problems[0])
+
+
+def test_a_linked_input_is_checked_for_its_type(schema, workdir):
+    edit_graph(workdir, "I2V_single",
+               lambda p: node(p, "Audio embeds")["inputs"].update(num_frames=[node_titled(p, "Resize"), 0]))
+    [problem] = [p for p in stored_graph_problems(schema, workdir) if p.kind != "dead_node"]
+    assert (problem.kind, problem.input) == ("link_type", "num_frames")
+    assert "is IMAGE, the input takes INT" in problem.message
+
+
 def test_values_below_the_minimum_are_reported(schema, workdir):
     edit_graph(workdir, "I2V_single", lambda p: node(p, "Sampler")["inputs"].update(steps=0))
     [problem] = stored_graph_problems(schema, workdir)

@@ -22,7 +22,7 @@ from infinitetalk_worker.request import parse_request
 from infinitetalk_worker.settings import REPO_ROOT, WORKFLOWS_DIR, Settings
 from infinitetalk_worker.validate import load_schema, validate_graph
 from infinitetalk_worker.workflows import (
-    MAX_FPS, MAX_FRAMES_PER_RUN, WORKFLOW_NAMES, build_graph, files_to_stage, load_bindings, load_workflow,
+    MAX_FPS, WORKFLOW_NAMES, build_graph, files_to_stage, load_bindings, load_workflow,
     node_titled, upstream, window_frames, windows,
 )
 from tests.conftest import OBJECT_INFO, shared_or_skip
@@ -127,7 +127,9 @@ def test_request_parameters_reach_their_nodes(tmp_path):
     sampler = inputs_of(graph, "Sampler")
     assert (sampler["steps"], sampler["cfg"], sampler["seed"]) == (8, 1.5, 987654321)
     embeds = inputs_of(graph, "Audio embeds")
-    assert (embeds["num_frames"], embeds["fps"], embeds["audio_scale"]) == (200, 25.0, 1.3)
+    assert embeds["num_frames"] == [node_titled(graph.prompt, "Frame count"), 0]
+    assert inputs_of(graph, "Frame count")["value"] == 200
+    assert (embeds["fps"], embeds["audio_scale"]) == (25.0, 1.3)
     assert inputs_of(graph, "Portrait image")["image"] == staged["image"]
     assert inputs_of(graph, "Speech audio 1")["audio"] == staged["audio"]
     video_out = inputs_of(graph, "Video output")
@@ -249,13 +251,38 @@ def test_a_speaker_box_smaller_than_a_model_token_is_refused(tmp_path):
     assert str(caught.value).startswith("speaker_boxes: the box of speaker 1 is too small")
 
 
-def test_more_frames_than_one_run_can_make_is_an_input_error(tmp_path):
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_ten_minutes_of_frames_make_a_valid_graph(name, tmp_path, schema):
+    """600 s at 25 fps: past the 10000 widget maximum of MultiTalkWav2VecEmbeds.num_frames.
+
+    The count reaches num_frames through the INTConstant "Frame count", which ComfyUI (like the
+    validator) does not range-check against the embeds node: a link is only type-checked.
+    """
+    frames = SETTINGS.max_frames
+    assert frames == 15000 and frames > schema["MultiTalkWav2VecEmbeds"]["input"]["required"]["num_frames"][1]["max"]
+    for variant, frames_dir in (("short", None), ("long-form", tmp_path / "frames")):
+        graph, _ = build(job(**REPRESENTATIVE[name]), tmp_path / variant, frames_dir=frames_dir, frames=frames)
+        assert inputs_of(graph, "Frame count")["value"] == frames
+        assert inputs_of(graph, "Audio embeds")["num_frames"] == [node_titled(graph.prompt, "Frame count"), 0]
+        assert graph.windows == windows(frames) == 209
+        if name.startswith("V2V"):
+            assert inputs_of(graph, "Source video")["frame_load_cap"] == window_frames(209) == 15057
+        problems = validate_graph(name, graph.prompt, schema, bindings=None if frames_dir else load_bindings())
+        assert problems == [], "\n".join(map(str, problems))
+
+
+def test_more_frames_than_the_setting_allows_is_an_input_error(tmp_path):
     request = job()
-    media = media_for(request, tmp_path, frames=MAX_FRAMES_PER_RUN + 1)
+    media = media_for(request, tmp_path, frames=SETTINGS.max_frames + 1)
     with pytest.raises(InputError) as caught:
         build_graph(request, media, staged_for(files_to_stage(request, media)), SETTINGS, prefix="p")
-    assert str(caught.value).startswith("wav_path: ")
-    assert str(MAX_FRAMES_PER_RUN) in str(caught.value)
+    assert str(caught.value).startswith("wav_path: 15001 frames at 25 fps is above the 15000 frame limit (MAX_FRAMES)")
+    small = SETTINGS.replace(max_frames=100)
+    request = job(max_frame=100)
+    media = media_for(request, tmp_path, frames=101)
+    with pytest.raises(InputError) as caught:
+        build_graph(request, media, staged_for(files_to_stage(request, media)), small, prefix="p")
+    assert str(caught.value).startswith("max_frame: 101 frames")
 
 
 def test_a_video_faster_than_the_audio_embedding_takes_is_an_input_error(tmp_path):
@@ -266,10 +293,30 @@ def test_a_video_faster_than_the_audio_embedding_takes_is_an_input_error(tmp_pat
     assert str(caught.value).startswith("video_url: the video runs at 120 fps")
 
 
-def test_frame_and_rate_limits_match_the_node_schema(schema):
+def test_rate_limit_matches_the_node_schema(schema):
     embeds = schema["MultiTalkWav2VecEmbeds"]["input"]["required"]
-    assert embeds["num_frames"][1]["max"] == MAX_FRAMES_PER_RUN
     assert embeds["fps"][1]["max"] == MAX_FPS
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_frame_counts_reach_only_inputs_that_take_the_largest_job(name, schema):
+    """Every input a frame count is written into accepts what MAX_FRAMES allows.
+
+    ComfyUI refuses a literal above an input's max ("Value bigger than max"); MultiTalkWav2VecEmbeds'
+    num_frames stops at 10000, so it must be fed by a link, and the bound input is the INTConstant.
+    """
+    largest = {"frames": SETTINGS.max_frames, "video_frames": window_frames(windows(SETTINGS.max_frames))}
+    prompt = load_workflow(name)
+    bound = load_bindings().for_workflow(name)
+    for parameter, needed in largest.items():
+        for target in bound.get(parameter, []):
+            node = prompt[node_titled(prompt, target.title)]
+            spec = schema[node["class_type"]]["input"]["required"][target.input]
+            assert spec[0] == "INT" and spec[1]["max"] >= needed, f"{parameter} -> {target}"
+    embeds = prompt[node_titled(prompt, "Audio embeds")]
+    source_id, _ = embeds["inputs"]["num_frames"]
+    assert prompt[source_id]["class_type"] == "INTConstant"
+    assert prompt[source_id]["_meta"]["title"] == "Frame count"
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
