@@ -364,8 +364,7 @@ def main() -> None:
             def bare() -> dict[str, float]:
                 start = time.perf_counter()
                 if inline:
-                    text = base64.b64encode(video.read_bytes()).decode("ascii")
-                    del text
+                    base64.b64encode(video.read_bytes()).decode("ascii")
                 else:
                     copy = scratch / video.name
                     shutil.copyfile(video, copy)

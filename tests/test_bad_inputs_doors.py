@@ -5,11 +5,6 @@ nothing sent to ComfyUI and no file left behind."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ import requests
 
 import handler as worker
 from tests.bad_inputs import bad_inputs, battery_env, battery_settings
+from tests.worker_proc import local_api, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,26 +61,7 @@ def test_battery_through_the_handler(battery):
 
 def test_battery_through_the_local_http_api(battery, tmp_path):
     cases, standin, settings = battery
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(settings.to_env())
-    env.update(battery_env(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/docs", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "local API did not start"
-                time.sleep(0.3)
+    with local_api(worker_env(settings.to_env(), **battery_env(tmp_path))) as (base, _):
         for name, job_input, field in cases:
             answer = requests.post(f"{base}/runsync", json={"input": job_input}, timeout=60)
             if answer.status_code == 422:  # the SDK's own schema refuses a non-object input
@@ -95,6 +72,3 @@ def test_battery_through_the_local_http_api(battery, tmp_path):
             _assert_one_sentence(status["error"], field, name)
         assert _prompts(standin) == 0
         assert not any(settings.work_dir.glob("*"))
-    finally:
-        proc.kill()
-        proc.wait()

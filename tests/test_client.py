@@ -34,6 +34,7 @@ import pytest
 
 from infinitetalk_worker import client
 from tests.conftest import REPO
+from tests import worker_proc
 from tests.mediagen import portrait, probe, speech, video
 
 API_KEY = "rk-test-key"
@@ -647,37 +648,6 @@ def test_batch_goes_on_past_a_failed_job_and_names_it(runpod, media, tmp_path):
 # --- Against the real worker: its local API, and RunPod's queue with handler.py behind it -----
 
 
-class Worker:
-    """`python handler.py` in a subprocess, its output collected by a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str]):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "handler.py", *args], cwd=REPO,
-            env=_clean_env() | env | {"PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for_line(self, pattern: str, timeout: float = 60) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            assert self.proc.poll() is None, "the worker exited:\n" + "\n".join(self.lines[-30:])
-            time.sleep(0.1)
-        raise AssertionError(f"the worker never logged {pattern!r}:\n" + "\n".join(self.lines[-30:]))
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture
 def worker_setup(comfy_standin, tmp_path):
     """The ComfyUI stand-in and the settings of a worker in front of it; the volume is tmp."""
@@ -691,18 +661,15 @@ def worker_setup(comfy_standin, tmp_path):
 def local_api(worker_setup):
     """The worker's local API (the runpod SDK's development server), on an ephemeral port."""
     standin, settings = worker_setup
-    worker = Worker(["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", "0"],
-                    settings.to_env())
-    port = worker.wait_for_line(r"Uvicorn running on http://127\.0\.0\.1:(\d+)").group(1)
-    yield {"INFINITETALK_API_URL": f"http://127.0.0.1:{port}"}, standin, settings
-    worker.stop()
+    with worker_proc.local_api(worker_proc.worker_env(settings.to_env())) as (base, _):
+        yield {"INFINITETALK_API_URL": base}, standin, settings
 
 
 @pytest.fixture
 def worker_on_runpod(worker_setup, runpod):
     """handler.py as a serverless worker taking jobs from the RunPod stand-in."""
     standin, settings = worker_setup
-    worker = Worker([], settings.to_env() | runpod.worker_env())
+    worker = worker_proc.WorkerProcess([], worker_proc.worker_env(settings.to_env(), **runpod.worker_env()))
     runpod.wait_for(lambda: runpod.takes > 0)
     yield standin, settings
     worker.stop()

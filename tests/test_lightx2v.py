@@ -556,3 +556,25 @@ def test_bad_media_fails_the_task_with_the_field_named_and_never_reaches_comfyui
     failed = wait_status(base, not_a_video["task_id"], "completed", "failed")
     assert failed["status"] == "failed" and failed["error"].startswith("image_path: ")
     assert _prompts(service.standin) == 0
+
+
+def test_a_long_task_stopped_by_its_deadline_keeps_the_windows_it_made(lightx2v_service, tmp_path):
+    """Long-form video (frames streamed to disk): a deadline in window 3 still leaves an MP4 of
+    the first two windows to download, and the status says what is missing."""
+    service = lightx2v_service(
+        {"fail": "hang", "at_window": 3, "step_delay_s": 0.02}, longform_threshold_s=5.0, job_timeout_s=6.0
+    )
+    base = service.base
+    volume = service.settings.volume_dir
+    job = {
+        "image_path": str(mediagen.portrait(volume / "face.png", 256, 256)),
+        "audio_path": str(mediagen.speech(volume / "long.wav", seconds=12.0)),
+        "target_shape": [256, 256],
+        "infer_steps": 2,
+    }
+    task = requests.post(f"{base}/v1/tasks/video", json=job, timeout=30).json()["task_id"]
+    ended = wait_status(base, task, "completed", "failed")
+    assert ended["status"] == "completed", ended["error"]
+    assert ended["error"].startswith("partial video: ") and "2 of 5 windows" in ended["error"]
+    info = download_video(base, task, tmp_path / "partial.mp4")
+    assert info["video"]["frames"] == 81 + 72 and info["audio"] is not None

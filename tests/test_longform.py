@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime
 import io
 import math
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -414,11 +412,8 @@ def test_a_run_that_stops_before_any_frame_fails_with_its_own_error(standin_job)
 @pytest.fixture
 def worker_on_runpod(comfy_standin, tmp_path):
     """`python handler.py` taking jobs from a fake RunPod, with long-form from 10 s of audio."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
     from tests.runpod_fake import FakeRunPod
+    from tests.worker_proc import WorkerProcess, worker_env
 
     started = []
 
@@ -426,18 +421,13 @@ def worker_on_runpod(comfy_standin, tmp_path):
         standin = comfy_standin({"step_delay_s": 0.02, **(behaviour or {})})
         settings = standin.settings(longform_threshold_s=10.0, **overrides)
         fake = FakeRunPod()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-        env.update({**settings.to_env(), **fake.env(), "PYTHONUNBUFFERED": "1"})
-        # A session of its own: the runpod SDK forks helpers that must go with the worker.
-        proc = subprocess.Popen([sys.executable, "handler.py"], cwd=REPO, env=env, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append((proc, fake))
+        worker = WorkerProcess([], worker_env(settings.to_env(), **fake.env()))
+        started.append((worker, fake))
         return settings, fake
 
     yield start
-    for proc, fake in started:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    for worker, fake in started:
+        worker.stop()
         fake.close()
 
 

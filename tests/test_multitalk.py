@@ -12,10 +12,8 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from infinitetalk_worker.errors import InputError
 from infinitetalk_worker.request import parse_request
 from infinitetalk_worker.settings import Settings
 from tests import mediagen
+from tests.worker_proc import local_api
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -196,30 +195,10 @@ def test_multitalk_job_through_test_input(comfy_standin, volume, tmp_path):
     assert "Traceback" not in said and "error_traceback" not in said, "a sentence, never a traceback"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_multitalk_job_through_the_local_api(comfy_standin, volume, tmp_path):
     standin = comfy_standin(behaviour={})
     settings = standin.settings(volume_dir=volume["folder"])
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-        cwd=REPO, env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/docs", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "local API did not start"
-                time.sleep(0.3)
+    with local_api(_env(settings)) as (base, _):
         audio_b64 = base64.b64encode(volume["one"].read_bytes()).decode()
         job_input = {
             "prompt": "A person talking",
@@ -244,6 +223,3 @@ def test_multitalk_job_through_the_local_api(comfy_standin, volume, tmp_path):
         status = requests.post(f"{base}/status/{bad['id']}", timeout=60).json()
         assert status["status"] == "FAILED"
         assert status["error"].startswith("audio_paths.person1:"), status["error"]
-    finally:
-        proc.kill()
-        proc.wait()

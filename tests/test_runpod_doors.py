@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import requests
 
 from tests import mediagen
 from tests.runpod_fake import FakeRunPod
+from tests.worker_proc import WorkerProcess, local_api, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,17 +31,7 @@ def media(tmp_path):
 
 
 def _env(settings, **extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(settings.to_env())
-    env.update(extra)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return worker_env(settings.to_env(), **extra)
 
 
 @pytest.fixture
@@ -54,17 +43,13 @@ def worker_on_runpod(comfy_standin, media):
         standin = comfy_standin(behaviour=behaviour or {})
         settings = standin.settings(volume_dir=media["volume"], **overrides)
         fake = FakeRunPod()
-        proc = subprocess.Popen(
-            [sys.executable, "handler.py"], cwd=REPO, env=_env(settings, **fake.env()),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        started.append((proc, fake))
-        return standin, settings, fake, proc
+        worker = WorkerProcess([], _env(settings, **fake.env()))
+        started.append((worker, fake))
+        return standin, settings, fake, worker
 
     yield start
-    for proc, fake in started:
-        proc.kill()
-        proc.wait()
+    for worker, fake in started:
+        worker.stop()
         fake.close()
 
 
@@ -132,21 +117,7 @@ def test_test_input_runs_one_job_and_reports_errors(comfy_standin, media):
 def test_local_api_run_and_status(comfy_standin, media, tmp_path):
     standin = comfy_standin(behaviour={})
     settings = standin.settings(volume_dir=media["volume"])
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)],
-        cwd=REPO, env=_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/docs", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, "local API did not start"
-                time.sleep(0.3)
+    with local_api(_env(settings)) as (base, _):
         job = requests.post(f"{base}/run", json={"input": _job(media)}, timeout=10).json()
         status = requests.post(f"{base}/status/{job['id']}", timeout=120).json()
         assert status["status"] == "COMPLETED", status
@@ -162,6 +133,3 @@ def test_local_api_run_and_status(comfy_standin, media, tmp_path):
         assert status["error"].startswith("image_url:")
         prompts_after = sum(r["path"] == "/prompt" and r["method"] == "POST" for r in standin.requests())
         assert prompts_after == prompts_before, "bad input must not reach ComfyUI"
-    finally:
-        proc.kill()
-        proc.wait()

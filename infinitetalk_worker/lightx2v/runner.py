@@ -181,6 +181,11 @@ class TaskRunner:
             if cancel.is_set():
                 result_path.unlink(missing_ok=True)
                 self._end(task.task_id, CANCELLED, error=CANCELLED_BY_USER, error_type="Cancelled")
+            elif metadata.get("partial"):
+                # A long video stopped early (deadline, ComfyUI failure): the windows made are
+                # the result, and the status says what is missing.
+                self._end(task.task_id, COMPLETED, metadata=metadata, error=metadata["warnings"][-1],
+                          error_type="PartialResult")
             else:
                 self._end(task.task_id, COMPLETED, metadata=metadata)
         finally:
