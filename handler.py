@@ -14,10 +14,11 @@ import sys
 import threading
 
 import runpod
+from runpod.serverless.modules import rp_progress
 
 from infinitetalk_worker import multitalk
 from infinitetalk_worker.errors import InputError
-from infinitetalk_worker.pipeline import JobContext, Pipeline
+from infinitetalk_worker.pipeline import JobContext, OrderedProgress, Pipeline
 from infinitetalk_worker.settings import Settings
 
 _pipeline: Pipeline | None = None
@@ -31,12 +32,13 @@ def _get_pipeline() -> Pipeline:
     return _pipeline
 
 
-def _progress_sender(job: dict):
+def _progress_poster(job: dict) -> OrderedProgress | None:
     # Outside RunPod (--test_input, --rp_serve_api) there is nobody to send progress to; the
-    # pipeline's log lines carry it.
+    # pipeline's log lines carry it. On RunPod the SDK's own sender (one thread per update) is
+    # called from one thread, so updates arrive in order and none after the result.
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
         return None
-    return lambda update: runpod.serverless.progress_update(job, update)
+    return OrderedProgress(lambda update: rp_progress._thread_target(job, update), str(job.get("id")))
 
 
 async def handler(job: dict) -> dict:
@@ -53,20 +55,27 @@ async def handler(job: dict) -> dict:
 def _run(job: dict, cancel: threading.Event) -> dict:
     job_id = str(job.get("id") or "local")
     job_input = job.get("input")
-    ctx = JobContext(
-        job_id=job_id, on_progress=_progress_sender(job), cancel=cancel, s3_config=job.get("s3Config")
-    )
+    progress = _progress_poster(job)
+    ctx = JobContext(job_id=job_id, on_progress=progress, cancel=cancel, s3_config=job.get("s3Config"))
+    try:
+        return _answer(job_input, ctx)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _answer(job_input: object, ctx: JobContext) -> dict:
     try:
         pipeline = _get_pipeline()
     except Exception as e:  # a ConfigError names the variable; anything else is a bug
-        logging.getLogger("infinitetalk").exception("job=%s: the worker could not start", job_id)
+        logging.getLogger("infinitetalk").exception("job=%s: the worker could not start", ctx.job_id)
         return {"error": f"worker configuration: {e}", "refresh_worker": True}
     if isinstance(job_input, dict) and multitalk.is_multitalk(job_input):
         try:
             translated = multitalk.to_job_input(job_input)
         except InputError as e:
             return {"error": e.message}
-        return multitalk.shape_result(pipeline.run_job(translated, ctx), job_id)
+        return multitalk.shape_result(pipeline.run_job(translated, ctx), ctx.job_id)
     return pipeline.run_job(job_input, ctx)
 
 

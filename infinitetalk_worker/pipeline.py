@@ -203,6 +203,57 @@ class _ProgressReporter:
         )
 
 
+class OrderedProgress:
+    """Posts progress updates one after another, in order, from one thread of its own.
+
+    runpod.serverless.progress_update posts every update from a new thread, so two updates close
+    together can reach RunPod in either order (and /status then shows the older one), and a late
+    one can land after the job's result. Here a single thread sends them in turn; updates that
+    queue up behind a slow post are coalesced per window (the newest of each run is sent), and
+    `close()` sends what is left before the result goes out.
+    """
+
+    def __init__(self, send: Callable[[dict], None], job_id: str = ""):
+        self._send = send
+        self._job_id = job_id
+        self._pending: list[dict] = []
+        self._closed = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{job_id}", daemon=True)
+        self._thread.start()
+
+    def __call__(self, update: dict) -> None:
+        with self._wake:
+            if self._closed:
+                return
+            if self._pending and self._pending[-1].get("window") == update.get("window"):
+                self._pending[-1] = update
+            else:
+                self._pending.append(update)
+            self._wake.notify()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("job=%s progress updates still sending after %.0fs", self._job_id, timeout_s)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    return  # closed, and everything was sent
+                update = self._pending.pop(0)
+            try:
+                self._send(update)
+            except Exception:  # progress is best effort: never fail a job over it
+                log.exception("job=%s progress update could not be sent", self._job_id)
+
+
 def _wants_long_form(request: Request, media: JobMedia, settings: Settings) -> bool:
     if request.long_form is not None:
         return request.long_form

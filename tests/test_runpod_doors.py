@@ -70,6 +70,11 @@ def test_worker_sends_progress_then_the_video_to_runpod(worker_on_runpod, media,
     assert progress, "RunPod must receive progress updates while the job runs"
     assert all({"stage", "message", "percent"} <= set(p) for p in progress)
     assert any(p.get("window") and p.get("windows") for p in progress)
+    percents = [p["percent"] for p in progress]
+    assert percents == sorted(percents), "a progress bar never moves backwards"
+    time.sleep(1.0)  # anything the worker still had in flight lands now
+    posts = [p for p in fake.posts if p["job_id"] == "job-progress"]
+    assert posts[-1].get("status") != "IN_PROGRESS", "no progress update may follow the result"
     assert not list(settings.work_dir.glob("*")), "the job folder is removed"
 
 
