@@ -127,10 +127,10 @@ def save_to_volume(video: Path, settings: Settings, job_id: str) -> Path:
             f"network_volume: no network volume is mounted at {settings.volume_dir}; attach one "
             "to the endpoint or leave network_volume out to get the video as base64"
         )
+    final = out_dir / f"infinitetalk_{safe_name(job_id)}_{uuid.uuid4().hex[:8]}.mp4"
+    partial = final.with_name(f".{final.name}.partial")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        final = out_dir / f"infinitetalk_{_safe(job_id)}_{uuid.uuid4().hex[:8]}.mp4"
-        partial = final.with_name(f".{final.name}.partial")
         shutil.copyfile(video, partial)
         with partial.open("rb") as f:
             os.fsync(f.fileno())
@@ -139,6 +139,7 @@ def save_to_volume(video: Path, settings: Settings, job_id: str) -> Path:
             raise DeliveryError(f"network_volume: the copy to {out_dir} is incomplete (disk full?)")
         os.replace(partial, final)
     except OSError as e:
+        partial.unlink(missing_ok=True)  # never leave half a video on the user's volume
         raise DeliveryError(
             f"network_volume: could not write the video to {out_dir} ({e.strerror or e}); "
             "check the volume's free space"
@@ -158,7 +159,7 @@ def upload_to_bucket(video: Path, bucket: dict, job_id: str) -> str:
             file_location=str(video),
             bucket_creds=bucket,
             bucket_name=bucket.get("bucketName") or None,
-            prefix=_safe(job_id),
+            prefix=safe_name(job_id),
             extra_args={"ContentType": "video/mp4"},
         )
     except Exception as e:  # boto raises many types; all mean the same thing to the user
@@ -170,5 +171,6 @@ def upload_to_bucket(video: Path, bucket: dict, job_id: str) -> str:
     return url
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:64] or "job"
+def safe_name(text: str, limit: int = 64) -> str:
+    """A job id made fit for file names and tags: ASCII letters, digits, '-' and '_' only."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in str(text))[:limit] or "job"

@@ -98,7 +98,7 @@ class Pipeline:
         """Media -> graph -> ComfyUI run -> MP4; the job's folder and ComfyUI files go on exit."""
         timer = timer or _Timer(ctx.job_id)
         settings = self.settings
-        tag = f"rp-{_safe(ctx.job_id)[:40]}-{uuid.uuid4().hex[:8]}"
+        tag = f"rp-{delivery.safe_name(ctx.job_id, 40)}-{uuid.uuid4().hex[:8]}"
         job_dir = settings.work_dir.resolve() / tag
         job_dir.mkdir(parents=True, exist_ok=False)
         staged_any = False
@@ -267,8 +267,3 @@ def _final_video(files: list[Path], job_dir: Path) -> Path:
     target = job_dir / "result.mp4"
     shutil.move(str(files[0]), target)
     return target
-
-
-def _safe(text: str) -> str:
-    """ASCII letters, digits, '-' and '_' only: the tag names folders and ComfyUI files."""
-    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in str(text)) or "job"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,18 @@ def test_network_volume_true_returns_a_path_on_the_volume(run_job, speech_files)
     path = Path(result["video_path"])
     assert path.parent == speech_files["volume"] and path.suffix == ".mp4"
     assert mediagen.probe(path)["audio"] is not None
+
+
+def test_a_job_id_with_any_characters_names_nothing_outside_plain_ascii(run_job, speech_files):
+    """Job ids come from the caller's platform; they must not steer or garble file names."""
+    job = run_job(volume_dir=speech_files["volume"], output_dir=speech_files["volume"])
+    result = job({"image_path": str(speech_files["portrait"]), "wav_path": str(speech_files["one"]),
+                  "network_volume": True}, job_id="작업/../ä b:1")
+    path = Path(result["video_path"])
+    assert path.parent == speech_files["volume"]
+    assert re.fullmatch(r"infinitetalk_[A-Za-z0-9_-]+_[0-9a-f]{8}\.mp4", path.name), path.name
+    assert mediagen.probe(path)["audio"] is not None
+    assert _leftovers(job.settings) == []
 
 
 def test_engui_studio_shaped_request(run_job, speech_files, tmp_path):
