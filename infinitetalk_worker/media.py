@@ -69,12 +69,19 @@ DOWNLOAD_CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int           # as stored (coded); a phone clip filmed upright is often 1920x1080 + rotation 90
     height: int
     fps: float
     frames: int
     duration_s: float
     has_audio: bool
+    rotation: int = 0    # the display matrix's rotation, 0/90/180/270; decoders hand frames on turned
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the frames a decoder hands on: ffmpeg, and OpenCV (VHS_LoadVideo),
+        apply the rotation, so a 90 or 270 degree clip comes out with its sides swapped."""
+        return (self.height, self.width) if self.rotation % 180 == 90 else (self.width, self.height)
 
 
 @dataclass
@@ -160,7 +167,8 @@ def _ffprobe(path: Path) -> dict | None:
         "ffprobe", "-v", "error", "-print_format", "json",
         "-show_entries",
         "format=format_name,duration:stream=index,codec_type,codec_name,width,height,"
-        "avg_frame_rate,r_frame_rate,nb_frames,duration:stream_disposition=attached_pic",
+        "avg_frame_rate,r_frame_rate,nb_frames,duration:stream_disposition=attached_pic:"
+        "stream_side_data=rotation:stream_tags=rotate",
         str(path),
     ]
     try:
@@ -424,7 +432,21 @@ def probe_video(path: Path) -> VideoInfo | None:
         frames=int(_float(stream.get("nb_frames"))) or round(duration * fps),
         duration_s=_float(probe.get("format", {}).get("duration")) or duration,
         has_audio=bool(_streams(probe, "audio")),
+        rotation=_rotation(stream),
     )
+
+
+def _rotation(stream: dict) -> int:
+    """The stream's display rotation in degrees, 0/90/180/270 (ffprobe's sign convention varies
+    between versions; only whether the sides swap matters). FFmpeg 5+ reports it as side data,
+    older versions as a `rotate` tag."""
+    values = [d.get("rotation") for d in stream.get("side_data_list", []) if "rotation" in d]
+    values.append(stream.get("tags", {}).get("rotate"))
+    for value in values:
+        degrees = _float(value)
+        if degrees:
+            return round(degrees / 90) * 90 % 360
+    return 0
 
 
 def _video_info(field_name: str, path: Path) -> VideoInfo:

@@ -37,6 +37,12 @@ MOTION_FRAMES = 9
 # only literal values, so the frame limit is the job's setting (MAX_FRAMES), not the widget's.
 MAX_FPS = 60.0
 
+# VHS_LoadVideo rounds each side of its load size to a multiple of its downscale ratio: the
+# format's `dim[0]` without a VAE (1 for the graphs' format "None"), the VAE's ratio (8) with one.
+# The load size is chosen to cover the target under either rounding.
+VHS_ROUNDINGS = (1, 8)
+LOAD_STEP = 8
+
 MASKS_FOLDER = "speaker_masks"
 # The model attends over 2x2 patches of the 8x-downscaled latent: one token per 16x16 pixels.
 TOKEN_PIXELS = 16
@@ -257,6 +263,43 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
+def vhs_load_size(src_w: int, src_h: int, custom_width: int, custom_height: int,
+                  downscale_ratio: int = 8) -> tuple[int, int]:
+    """The frame size VHS_LoadVideo loads a src_w x src_h clip at (its `target_size`): one of
+    custom_width/custom_height 0 keeps the aspect ratio, both 0 keep the source size, both set
+    crop to that aspect; each side is then rounded to the nearest multiple of downscale_ratio."""
+    width, height = float(src_w), float(src_h)
+    if custom_width and custom_height:
+        width, height = custom_width, custom_height
+    elif custom_width:
+        width, height = custom_width, height * custom_width / width
+    elif custom_height:
+        width, height = width * custom_height / height, custom_height
+    return (int(width / downscale_ratio + 0.5) * downscale_ratio,
+            int(height / downscale_ratio + 0.5) * downscale_ratio)
+
+
+def source_load_size(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int]:
+    """(custom_width, custom_height) for "Source video": the smallest load size, aspect ratio
+    kept, whose frames still cover width x height, so Resize crops as it would from the full
+    source. Only the side that binds is set (the other is 0); (0, 0), the source's own size,
+    when the source does not exceed the target on the binding side.
+
+    ComfyUI IMAGE batches are float32 in host memory (width*height*3*4 bytes a frame): a 1080p
+    clip loaded whole costs ~25 MB a frame, at about 512x512 ~3 MB.
+    """
+    by_width = width / src_w >= height / src_h
+    side = src_w if by_width else src_h
+    value = -(-(width if by_width else height) // LOAD_STEP) * LOAD_STEP   # VHS rounding keeps it
+    while value < side:
+        custom = (value, 0) if by_width else (0, value)
+        loaded = [vhs_load_size(src_w, src_h, *custom, ratio) for ratio in VHS_ROUNDINGS]
+        if all(w >= width and h >= height for w, h in loaded):
+            return custom
+        value += LOAD_STEP
+    return (0, 0)
+
+
 def _parameter_values(request, media, staged: dict[str, str], settings: Settings, prefix: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "prompt": request.prompt,
@@ -279,8 +322,13 @@ def _parameter_values(request, media, staged: dict[str, str], settings: Settings
         values["image"] = staged["image"]
     else:
         source_fps = media.video_info.fps if media.video_info else media.fps
+        load_width, load_height = (source_load_size(*media.video_info.display_size, request.width, request.height)
+                                   if media.video_info else (0, 0))
         values.update({
             "video": staged["video"],
+            # Decoded frames are resized as they are read, so only the covering size is held.
+            "video_load_width": load_width,
+            "video_load_height": load_height,
             # Load only what the windows consume; the loop repeats the last frame if the clip is shorter.
             "video_frames": window_frames(windows(media.frames)),
             # 0 keeps the clip's own rate; a rate is forced only where media chose another one.

@@ -158,11 +158,13 @@ def video(
     height: int = 240,
     audio: bool | Path = True,
     picture: Path | None = None,
+    rotation: int = 0,
 ) -> Path:
     """A video of `seconds` at `fps` and width x height (even numbers) in the container the suffix
     names. The picture is ffmpeg's moving test pattern, or `picture` (an image file) held still.
     `audio`: True adds a 440 Hz tone as long as the video, a path muxes that file (cut to the
-    video's length), False makes a silent video."""
+    video's length), False makes a silent video. `rotation` (MP4/MOV): a display matrix turning
+    the stored width x height frames, as phones write upright clips."""
     path = Path(path)
     vcodec, acodec = _VIDEO_CODECS[_suffix(path, VIDEO_SUFFIXES)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +181,23 @@ def video(
     amap = ["-map", "1:a:0", *acodec] if audio else ["-an"]
     _ffmpeg(*inputs, "-map", "0:v:0", *vfilter, *vcodec, *amap, "-r", str(fps),
             "-t", f"{seconds:.6f}", path)
+    if rotation:
+        _rotate(path, rotation)
     return path
+
+
+def _rotate(path: Path, degrees: int) -> None:
+    """Adds a display matrix to an MP4/MOV without re-encoding (FFmpeg 6+: -display_rotation;
+    before: the stream's `rotate` metadata)."""
+    stored = path.with_name(f"stored-{path.name}")
+    path.rename(stored)
+    try:
+        try:
+            _ffmpeg("-display_rotation", str(degrees), "-i", stored, "-map", "0", "-c", "copy", path)
+        except RuntimeError:
+            _ffmpeg("-i", stored, "-map", "0", "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}", path)
+    finally:
+        stored.unlink()
 
 
 def truncated(src: Path, dst: Path, keep: float = 0.3, *, size: int | None = None) -> Path:

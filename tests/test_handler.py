@@ -16,6 +16,7 @@ import pytest
 import handler as worker
 from infinitetalk_worker.settings import Settings
 from tests import mediagen
+from tests.standin.values import vhs_target_size
 
 
 @pytest.fixture
@@ -103,6 +104,28 @@ def test_each_workflow_makes_a_playable_video(run_job, speech_files, tmp_path, i
     assert abs(info["video"]["frames"] - expected_s * fps) <= 0.2 * fps
     assert result["frames"] == info["video"]["frames"]
     assert isinstance(result["seed"], int)
+    assert _leftovers(job.settings) == []
+
+
+@pytest.mark.parametrize("rotation, custom", [(0, (0, 256)), (90, (320, 0))])
+def test_v2v_loads_the_source_near_the_output_size(run_job, speech_files, tmp_path, rotation, custom):
+    """A 640x360 clip for a 320x256 video is loaded at a size that just covers 320x256 (one side
+    bound, the other from the aspect ratio), not whole; Resize still crops it to 320x256. An
+    upright phone clip (stored landscape, display matrix 90) is sized as the frames come out."""
+    clip = mediagen.video(speech_files["volume"] / "wide.mp4", seconds=2.0, fps=25, width=640, height=360,
+                          rotation=rotation)
+    job = run_job(volume_dir=speech_files["volume"])
+    result = job({"input_type": "video", "video_path": str(clip), "wav_path": str(speech_files["one"]),
+                  "width": 320, "height": 256, "prompt": ""})
+    info = _decode_video(result, tmp_path)
+    assert (info["video"]["width"], info["video"]["height"]) == (320, 256)
+    [sent] = [r["body"]["prompt"] for r in job.standin.requests()
+              if r["method"] == "POST" and r["path"] == "/prompt"]
+    [source] = [node["inputs"] for node in sent.values() if node["_meta"]["title"] == "Source video"]
+    assert (source["custom_width"], source["custom_height"]) == custom
+    frames = (640, 360) if rotation == 0 else (360, 640)
+    loaded = vhs_target_size(*frames, *custom, 1)          # format "None": 1-pixel rounding
+    assert loaded[0] >= 320 and loaded[1] >= 256 and loaded[0] * loaded[1] < 640 * 360
     assert _leftovers(job.settings) == []
 
 

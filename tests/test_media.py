@@ -219,6 +219,20 @@ def test_v2v_takes_the_source_videos_frame_rate(settings, volume, job_dir, speec
     assert media.image is None and media.video == clip.resolve()
 
 
+@pytest.mark.parametrize("rotation, display", [(0, (320, 176)), (90, (176, 320)), (270, (176, 320)),
+                                               (180, (320, 176))])
+def test_v2v_reports_the_rotation_decoders_apply(settings, volume, job_dir, speech_files, rotation, display):
+    """Phones store upright clips as landscape frames plus a display matrix; ffmpeg and OpenCV
+    (VHS_LoadVideo) hand the frames on turned, so the graph must size the load by display_size."""
+    clip = mediagen.video(volume / "upright.mp4", 1.0, width=320, height=176, rotation=rotation)
+    job = {"input_type": "video", "video_path": str(clip),
+           "wav_path": str(shutil.copy(speech_files[".wav"], volume / "s.wav"))}
+    info = run(job, settings, job_dir).video_info
+    assert (info.width, info.height) == (320, 176)          # as stored
+    assert info.rotation == rotation or (rotation % 180 and info.rotation == 360 - rotation)
+    assert info.display_size == display
+
+
 def test_v2v_video_by_base64(settings, job_dir, tmp_path):
     clip = mediagen.video(tmp_path / "c.mp4", 1.0, fps=30, width=160, height=120)
     media = run({"input_type": "video", "video_base64": b64(clip)}, settings, job_dir)

@@ -354,6 +354,41 @@ def test_video_to_video_graph_moves_with_the_source_clip(talking):
     assert _differs(frames[0], frames[1]) > 5 * _differs(frames[0], frames[2])
 
 
+@pytest.mark.parametrize("stored, rotation, custom, fmt, loaded", [
+    ((96, 64), 0, (0, 0), "None", (96, 64)),           # the source's own size
+    ((96, 64), 0, (48, 0), "None", (48, 32)),          # one side set: aspect ratio kept
+    ((96, 64), 0, (0, 40), "None", (60, 40)),
+    ((98, 64), 0, (50, 0), "None", (50, 33)),          # 64*50/98 = 32.65, rounded to 1 pixel ...
+    ((98, 64), 0, (50, 0), "AnimateDiff", (48, 32)),   # ... or to 8 with a format's dim of 8
+    ((96, 64), 0, (64, 64), "None", (64, 64)),         # both set: centre crop to that aspect
+    ((96, 64), 90, (32, 0), "None", (32, 48)),         # turned upright before it is sized
+])
+def test_load_video_sizes_frames_as_videohelpersuite_does(talking, stored, rotation, custom, fmt, loaded):
+    """VHS_LoadVideo's target_size: custom_width/custom_height (0 = from the aspect ratio), each
+    side rounded to the format's downscale ratio (1 for "None"), frames turned by their display
+    matrix first (OpenCV does)."""
+    standin = talking(seconds=1.0)
+    video(standin.input_dir / "rp-abc" / "clip.mp4", seconds=0.4, fps=25, width=stored[0],
+          height=stored[1], audio=False, rotation=rotation)
+    graph = {
+        "1": {"class_type": "VHS_LoadVideo", "inputs": {
+            "video": "rp-abc/clip.mp4", "force_rate": 0, "custom_width": custom[0], "custom_height": custom[1],
+            "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1, "format": fmt}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 3]}},
+        "3": {"class_type": "GetImageSizeAndCount", "inputs": {"image": ["1", 0]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["3", 2]}},
+    }
+    ws, prompt_id = submit(standin, graph)
+    ws.wait_done(prompt_id)
+    outputs = history(standin, prompt_id)["outputs"]
+    info = json.loads(outputs["2"]["text"][0])
+    assert (info["loaded_width"], info["loaded_height"]) == loaded    # the PNGs' real size
+    assert (int(outputs["4"]["text"][0]), int(outputs["5"]["text"][0])) == loaded
+    assert (info["source_width"], info["source_height"]) == (stored if rotation % 180 == 0 else stored[::-1])
+    assert info["loaded_frame_count"] == 10
+
+
 def _frame(path: Path, index: int) -> bytes:
     return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-vf", f"select=eq(n\\,{index})",
                            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"],

@@ -17,15 +17,17 @@ import pytest
 from PIL import Image
 
 from infinitetalk_worker.errors import InputError
+from infinitetalk_worker.media import VideoInfo
 from infinitetalk_worker.models import load_manifest
 from infinitetalk_worker.request import parse_request
 from infinitetalk_worker.settings import REPO_ROOT, WORKFLOWS_DIR, Settings
 from infinitetalk_worker.validate import load_schema, validate_graph
 from infinitetalk_worker.workflows import (
     MAX_FPS, WORKFLOW_NAMES, build_graph, files_to_stage, load_bindings, load_workflow,
-    node_titled, upstream, window_frames, windows,
+    node_titled, source_load_size, upstream, window_frames, windows,
 )
 from tests.conftest import OBJECT_INFO, shared_or_skip
+from tests.standin.values import vhs_target_size
 
 SETTINGS = Settings()
 
@@ -34,15 +36,16 @@ def job(**fields):
     return parse_request({"seed": 1234, **fields}, SETTINGS)
 
 
-def media_for(request, folder: Path, *, frames: int = 120, fps: float = 25.0, source_fps: float | None = None):
+def media_for(request, folder: Path, *, frames: int = 120, fps: float = 25.0, source_fps: float | None = None,
+              source: tuple[int, int] = (640, 480), rotation: int = 0):
     """The JobMedia contract's fields for a job whose files are in `folder`."""
     video = request.input_type == "video"
     return SimpleNamespace(
         folder=folder,
         image=None if video else folder / "image.png",
         video=folder / "video.mp4" if video else None,
-        video_info=SimpleNamespace(width=640, height=480, fps=source_fps or fps, frames=frames,
-                                   duration_s=frames / fps, has_audio=True) if video else None,
+        video_info=VideoInfo(width=source[0], height=source[1], fps=source_fps or fps, frames=frames,
+                             duration_s=frames / fps, has_audio=True, rotation=rotation) if video else None,
         audio=folder / "audio.wav",
         audio_2=folder / "audio_2.wav" if request.person_count == "multi" else None,
         mux_audio=folder / "mux.wav",
@@ -199,6 +202,92 @@ def test_v2v_forces_a_rate_only_when_media_chose_another_one(tmp_path):
     assert inputs_of(graph, "Source video")["force_rate"] == 25.0
 
 
+def loaded_sizes(source: tuple[int, int], custom: tuple[int, int]) -> set[tuple[int, int]]:
+    """The frame sizes VHS_LoadVideo loads `source` at with these custom sizes, under the format
+    "None" rounding (1 pixel, what the graphs use) and the VAE/format rounding (8 pixels)."""
+    return {vhs_target_size(*source, *custom, ratio) for ratio in (1, 8)}
+
+
+def covers(size: tuple[int, int], width: int, height: int) -> bool:
+    return size[0] >= width and size[1] >= height
+
+
+@pytest.mark.parametrize("source, rotation, width, height, custom, near", [
+    # 1080p landscape to a square: the height binds; 1920*512/1080 = 910.2 wide.
+    ((1920, 1080), 0, 512, 512, (0, 512), (910, 512)),
+    # Portrait: the width binds.
+    ((1080, 1920), 0, 512, 512, (512, 0), (512, 910)),
+    # A phone clip stored landscape and turned upright by its display matrix: frames come out
+    # 1080x1920, as from the portrait clip.
+    ((1920, 1080), 90, 512, 512, (512, 0), (512, 910)),
+    ((1920, 1080), 270, 640, 352, (640, 0), (640, 1138)),
+    # The same aspect: either side binds exactly (the width is set).
+    ((1920, 1080), 0, 1280, 720, (1280, 0), (1280, 720)),
+    # Odd aspects, where VHS rounds the side it computes: 1126*512/2000 = 288.3 -> 288 ...
+    ((2000, 1126), 0, 512, 288, (512, 0), (512, 288)),
+    # ... 1366*288/768 = 512.25 -> 512 ...
+    ((1366, 768), 0, 512, 288, (0, 288), (512, 288)),
+    # ... 1998*544/1126 = 965.3 -> 965 (1 px) or 968 (8 px): both cover 960.
+    ((1998, 1126), 0, 960, 544, (0, 544), (965, 544)),
+])
+def test_v2v_loads_the_source_at_the_smallest_size_that_covers_the_target(
+        tmp_path, source, rotation, width, height, custom, near):
+    graph, _ = build(job(input_type="video", width=width, height=height), tmp_path,
+                     source=source, rotation=rotation)
+    loader = inputs_of(graph, "Source video")
+    assert (loader["custom_width"], loader["custom_height"]) == custom
+    frames = source if rotation % 180 == 0 else source[::-1]
+    sizes = loaded_sizes(frames, custom)
+    assert all(covers(size, width, height) for size in sizes), sizes
+    assert vhs_target_size(*frames, *custom, 1) == near
+    # The Resize node still crops from there to the job's size.
+    assert (inputs_of(graph, "Resize")["width"], inputs_of(graph, "Resize")["height"]) == (width, height)
+    # 1080p loaded whole: ~25 MB a frame; at the covering size a quarter of that or less.
+    assert near[0] * near[1] * 3 * 4 <= frames[0] * frames[1] * 3 * 4 / 2
+
+
+@pytest.mark.parametrize("source, width, height", [
+    ((320, 240), 512, 512),      # smaller on both sides
+    ((640, 360), 640, 352),      # the width would need the whole source
+    ((512, 512), 512, 512),      # the same size
+    ((600, 300), 512, 512),      # taller target than the source: it is upscaled by Resize anyway
+])
+def test_v2v_never_loads_above_the_source_size(tmp_path, source, width, height):
+    graph, _ = build(job(input_type="video", width=width, height=height), tmp_path, source=source)
+    loader = inputs_of(graph, "Source video")
+    assert (loader["custom_width"], loader["custom_height"]) == (0, 0)   # the source's own size
+
+
+def test_load_size_covers_the_target_whatever_vhs_rounds_to():
+    """Source sizes from 16 to 2048 a side against request-like targets, and targets that are not
+    multiples of 8 (where the covering side itself must be rounded up): the frames VHS loads are
+    never below the target, never above the source, and only one custom side is set."""
+    checked = 0
+    targets = [(512, 512), (640, 352), (1280, 720), (256, 1280), (500, 290), (333, 517)]
+    for width, height in targets:
+        for src_w in range(16, 2049, 62):
+            for src_h in range(16, 2049, 46):
+                custom = source_load_size(src_w, src_h, width, height)
+                if custom == (0, 0):   # the source itself: only where it is about the target or smaller
+                    side, target = (src_w, width) if width / src_w >= height / src_h else (src_h, height)
+                    assert side <= target + 16, (src_w, src_h, width, height)
+                    continue
+                assert 0 in custom and custom != (0, 0)
+                for size in loaded_sizes((src_w, src_h), custom):
+                    assert covers(size, width, height), (src_w, src_h, width, height, custom, size)
+                    assert size[0] <= src_w + 4 and size[1] <= src_h + 4
+                checked += 1
+    assert checked > 1000
+
+
+def test_load_size_rounds_the_covering_side_up_past_vhs_rounding():
+    # 290 is not a multiple of 8: VHS would load a custom_height of 290 at 288 (8-pixel rounding).
+    assert vhs_target_size(1920, 1080, 0, 290, 8)[1] == 288
+    custom = source_load_size(1920, 1080, 500, 290)
+    assert custom == (0, 296)
+    assert all(covers(size, 500, 290) for size in loaded_sizes((1920, 1080), custom))
+
+
 def test_two_speaker_graph_binds_both_voices_masks_and_audio_type(tmp_path):
     request = job(person_count="multi", multi_audio_type="add")
     graph, staged = build(request, tmp_path)
@@ -335,7 +424,9 @@ def test_each_graph_binds_the_media_it_loads():
               "audio_scale", "force_offload", "attention_mode", "filename_prefix"}
     assert all(common <= names for names in bound.values())
     assert {"image"} <= bound["I2V_single"] and "video" not in bound["I2V_single"]
-    assert {"video", "video_frames", "video_force_rate"} <= bound["V2V_single"]
+    assert {"video", "video_frames", "video_force_rate", "video_load_width", "video_load_height"} <= \
+        bound["V2V_single"] & bound["V2V_multi"]
+    assert "video_load_width" not in bound["I2V_single"] | bound["I2V_multi"]
     assert {"audio_2", "masks", "multi_audio_type"} <= bound["I2V_multi"] & bound["V2V_multi"]
     assert "audio_2" not in bound["I2V_single"] | bound["V2V_single"]
 

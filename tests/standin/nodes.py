@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .schema import Dirs, model_folder
 from .values import (Audio, Frames, MediaError, decode_mono, extract_frames, probe_audio,
-                     probe_video, run_ffmpeg, write_wav)
+                     probe_video, run_ffmpeg, vhs_target_size, write_wav)
 
 
 class Interrupted(Exception):
@@ -173,17 +173,26 @@ def vhs_load_audio(ctx: Context, audio: str, start_time: float = 0, duration: fl
     return (loaded, loaded.duration)
 
 
+# VHS_LoadVideo's formats: dim[0] is the downscale ratio the load size is rounded to ("None": 1).
+VHS_FORMAT_RATIOS = {"None": 1, "AnimateDiff": 8, "Mochi": 16, "LTXV": 32, "Hunyuan": 16, "Cosmos": 16,
+                     "Wan": 8}
+
+
 @node("VHS_LoadVideo", "VHS_LoadVideoFFmpeg", "VHS_LoadVideoPath", "VHS_LoadVideoFFmpegPath")
 def load_video(ctx: Context, video: str, force_rate: float = 0, custom_width: int = 0,
                custom_height: int = 0, frame_load_cap: int = 0, skip_first_frames: int = 0,
-               select_every_nth: int = 1, **_: Any):
+               select_every_nth: int = 1, format: str = "None", vae: Any = None, **_: Any):
     path = Path(video) if os.path.isabs(video) else ctx.dirs.annotated(video.strip('"'))
+    # load_video: the VAE's ratio (8) with a VAE, else the format's; every frame is resized to
+    # target_size as it is decoded, so the batch is held only at the load size.
+    ratio = 8 if vae is not None else VHS_FORMAT_RATIOS.get(format, 1)
     try:
         info = probe_video(path)
+        size = vhs_target_size(info.width, info.height, custom_width, custom_height, ratio)
         folder = ctx.scratch("frames")
         count = extract_frames(path, folder, force_rate=force_rate, skip=skip_first_frames,
                                every_nth=select_every_nth, cap=frame_load_cap,
-                               width=custom_width, height=custom_height)
+                               size=None if size == (info.width, info.height) else size)
     except MediaError as e:
         raise NodeFailure("RuntimeError", f"{e}\n", traceback_for(
             "/ComfyUI/custom_nodes/ComfyUI-VideoHelperSuite/videohelpersuite/load_video_nodes.py",

@@ -192,13 +192,39 @@ def probe_video(path: Path) -> VideoInfo:
     fps = float(num) / float(den or 1) if float(den or 1) else 0.0
     duration = float(v.get("duration") or data["format"].get("duration") or 0.0)
     frames = int(v.get("nb_frames") or round(duration * fps))
-    return VideoInfo(int(v["width"]), int(v["height"]), fps, frames, duration,
+    width, height = int(v["width"]), int(v["height"])
+    rotation = next((float(d["rotation"]) for d in v.get("side_data_list", []) if "rotation" in d),
+                    float(v.get("tags", {}).get("rotate", 0) or 0))
+    if round(rotation / 90) % 2:
+        # OpenCV (4.13, as VHS_LoadVideo uses it) turns such frames upright and reports the
+        # turned size, as ffmpeg does when the stand-in extracts them.
+        width, height = height, width
+    return VideoInfo(width, height, fps, frames, duration,
                      any(s.get("codec_type") == "audio" for s in data["streams"]))
 
 
+def vhs_target_size(width: int, height: int, custom_width: int, custom_height: int,
+                    downscale_ratio: int) -> tuple[int, int]:
+    """VideoHelperSuite's target_size (load_video_nodes.py): the size VHS_LoadVideo loads a
+    width x height clip at. One of custom_width/custom_height 0 keeps the aspect ratio, both 0
+    keep the source size, both set give that size (centre-cropped to its aspect first); each side
+    is then rounded half up to a multiple of downscale_ratio."""
+    w, h = float(width), float(height)
+    if custom_width and custom_height:
+        w, h = custom_width, custom_height
+    elif custom_height == 0 and custom_width:
+        h, w = h * custom_width / w, custom_width
+    elif custom_width == 0 and custom_height:
+        w, h = w * custom_height / h, custom_height
+    return (int(w / downscale_ratio + 0.5) * downscale_ratio,
+            int(h / downscale_ratio + 0.5) * downscale_ratio)
+
+
 def extract_frames(video: Path, folder: Path, *, force_rate: float, skip: int, every_nth: int,
-                   cap: int, width: int, height: int) -> int:
-    """VHS_LoadVideo's frame selection, written as folder/000001.png...; returns the count."""
+                   cap: int, size: tuple[int, int] | None = None) -> int:
+    """VHS_LoadVideo's frame selection, written as folder/000001.png...; returns the count.
+    `size`: the load size (vhs_target_size), reached as VHS does it: centre crop to its aspect,
+    then scale; None keeps the decoded size."""
     folder.mkdir(parents=True, exist_ok=True)
     filters = []
     if force_rate:
@@ -207,8 +233,9 @@ def extract_frames(video: Path, folder: Path, *, force_rate: float, skip: int, e
     if every_nth > 1:
         selection += f"*not(mod(n-{skip}\\,{every_nth}))"
     filters.append(f"select='{selection}'")
-    if width or height:
-        filters.append(f"scale={width or -2}:{height or -2}")
+    if size is not None:
+        w, h = size
+        filters.append(f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1")
     args = ["-i", str(video), "-vf", ",".join(filters), "-fps_mode", "passthrough"]
     if cap:
         args += ["-frames:v", str(cap)]
