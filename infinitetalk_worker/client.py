@@ -557,6 +557,11 @@ def generate(
     )[0]
 
 
+def _numbered(on_progress: Callable[[Update], None], number: int, of: int) -> Callable[[Update], None]:
+    """on_progress for job `number` of `of` in a batch."""
+    return lambda update: on_progress(replace(update, number=number, of=of))
+
+
 def generate_batch(
     jobs: Iterable[tuple[Path, Mapping[str, str | os.PathLike | None]]],
     *,
@@ -585,10 +590,7 @@ def generate_batch(
             if on_progress is not None:
                 on_progress(Update(job_id, status, {}, 0.0, number, len(jobs)))
         for number, (out, job_id, at) in enumerate(submitted, 1):
-            report = None
-            if on_progress is not None:
-                def report(update: Update, number: int = number) -> None:
-                    on_progress(replace(update, number=number, of=len(submitted)))
+            report = _numbered(on_progress, number, len(submitted)) if on_progress is not None else None
             try:
                 answer = wait(api, job_id, on_progress=report,
                               poll_interval_s=poll_interval_s, submitted_at=at)
