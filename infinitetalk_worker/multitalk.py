@@ -14,6 +14,7 @@ import re
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
+from .delivery import safe_name
 from .errors import InputError
 
 # Fields only the MultiTalk shape has: any of them marks a job as MultiTalk-shaped.
@@ -161,7 +162,7 @@ def shape_result(result: dict, job_id: str) -> dict:
     shaped: dict = {"status": "success"}
     if "video" in result:
         shaped["video_base64"] = result["video"]
-        shaped["filename"] = f"{_safe_name(job_id)}.mp4"
+        shaped["filename"] = f"infinitetalk-{safe_name(job_id)}.mp4"
     elif "video_url" in result:
         shaped["video_url"] = result["video_url"]
         shaped["filename"] = PurePosixPath(urlparse(result["video_url"]).path).name
@@ -177,8 +178,3 @@ def _rename_error(message: str) -> str:
     if sep and field in _ERROR_FIELDS:
         return f"{_ERROR_FIELDS[field]}: {problem}"
     return message
-
-
-def _safe_name(job_id: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", str(job_id)).strip("-")
-    return f"infinitetalk-{name}" if name else "infinitetalk"

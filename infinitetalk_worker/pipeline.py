@@ -42,7 +42,7 @@ class Generated:
     video: Path
     metadata: dict
     warnings: list[str]
-    partial: bool = False
+    partial: str | None = None  # why the video stops early (its warning); None when complete
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Pipeline:
             if generated.partial:
                 # The job did not finish, so RunPod must mark it FAILED; the frames it made are
                 # delivered beside the error rather than thrown away.
-                result["error"] = f"{generated.warnings[-1]}; the partial video is in the job output"
+                result["error"] = f"{generated.partial}; the partial video is in the job output"
             return result
         except ComfyUnavailable as e:
             log.error("job=%s failed: %s (asking RunPod for a fresh worker)", ctx.job_id, e.message)
@@ -139,7 +139,8 @@ class Pipeline:
                 "height": info.height,
                 "timings": timer.timings,
             }
-            yield Generated(video=video, metadata=metadata, warnings=media.warnings + warnings, partial=partial)
+            yield Generated(video=video, metadata=metadata, warnings=media.warnings + warnings,
+                            partial=warnings[-1] if partial else None)
         finally:
             if staged_any:
                 self.client.cleanup(tag)

@@ -184,7 +184,7 @@ class TaskRunner:
             elif metadata.get("partial"):
                 # A long video stopped early (deadline, ComfyUI failure): the windows made are
                 # the result, and the status says what is missing.
-                self._end(task.task_id, COMPLETED, metadata=metadata, error=metadata["warnings"][-1],
+                self._end(task.task_id, COMPLETED, metadata=metadata, error=metadata["partial"],
                           error_type="PartialResult")
             else:
                 self._end(task.task_id, COMPLETED, metadata=metadata)
